@@ -1,0 +1,16 @@
+"""Numba kernels shipped with rocmstreams (installed as ``rocmstreams.kernels``).
+
+Written once in Numba's CUDA dialect; compiled by numba-cuda (cuda backend), Numba's CUDA
+simulator (cpu backend) or numba-hip (hip backend). Importing this module selects the backend.
+"""
+from __future__ import annotations
+
+from rocmstreams.backends import backend as _backend
+
+cuda = _backend().numba_module()
+
+from .latch import Latch, latch  # noqa: E402
+from .elementwise import add_scalar, saxpy, scale  # noqa: E402
+from .stamp import stamp  # noqa: E402
+
+__all__ = ["cuda", "saxpy", "scale", "add_scalar", "stamp", "latch", "Latch"]

@@ -1,0 +1,385 @@
+"""The embedded cpu backend: a worker thread per stream, kernels through Numba's CUDA simulator.
+
+Queued work is truly asynchronous: each stream's thread runs its operations in order, so
+``stream_query`` is False while anything is queued or running. Events are markers in a stream's
+sequence, and waits are real cross-thread dependencies. The legacy default stream keeps its GPU
+rules: its work waits for all earlier work on blocking streams, and work on a blocking stream
+waits for earlier work on it. Non-blocking streams take part in neither.
+
+The simulator runs one kernel at a time (it keeps one process-wide kernel context), so kernels
+from all streams share one execution engine, like a GPU with a single kernel slot; copies and host
+functions run concurrently on their streams' threads.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import ctypes
+import itertools
+import os
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import (BackendUnavailableError, EventNotReadyError, InvalidDeviceError,
+                      OutOfMemoryError, RocmStreamsError, StreamClosedError, SynchronizeError)
+from .base import LEGACY_STREAM, PER_THREAD_STREAM
+
+# Status codes, numbered as hipError_t so that errors read the same on every backend.
+_SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
+    0, 2, 101, 400, 600, 719)
+_NAMES = {_OUT_OF_MEMORY: "cpuErrorOutOfMemory", _INVALID_DEVICE: "cpuErrorInvalidDevice",
+          _INVALID_HANDLE: "cpuErrorInvalidResourceHandle", _NOT_READY: "cpuErrorNotReady",
+          _LAUNCH_FAILURE: "cpuErrorLaunchFailure"}
+_PRIORITY_RANGE = (0, -1)  # (least, greatest), as a GPU reports it
+
+
+def _fail(cls: type[RocmStreamsError], what: str, code: int, detail: str = "") -> RocmStreamsError:
+    """The cpu backend's one error-construction point."""
+    return cls(what, backend="cpu", code=code, name=_NAMES.get(code, "cpuErrorUnknown"),
+               runtime_message=detail or None)
+
+
+@dataclass
+class _Op:
+    fn: Callable[[], None]
+    after: list[tuple["_Worker", int]] = field(default_factory=list)
+
+
+class _Worker:
+    """One stream: a thread running queued operations in order, and its progress counters."""
+
+    def __init__(self, name: str, blocking: bool) -> None:
+        self.blocking = blocking
+        self.enqueued = 0
+        self.completed = 0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Op | None] = collections.deque()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, op: _Op) -> int:
+        with self._cond:
+            self._queue.append(op)
+            self.enqueued += 1
+            self._cond.notify_all()
+            return self.enqueued
+
+    def done_through(self, seq: int) -> bool:
+        return self.completed >= seq
+
+    def wait_for(self, seq: int) -> None:
+        with self._cond:
+            while self.completed < seq:
+                self._cond.wait()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._queue.append(None)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                op = self._queue.popleft()
+            if op is None:
+                return
+            for worker, seq in op.after:
+                worker.wait_for(seq)
+            try:
+                op.fn()
+            except BaseException as exc:  # kept, raised at the next synchronize
+                with self._cond:
+                    self.error = self.error or exc
+            with self._cond:
+                self.completed += 1
+                self._cond.notify_all()
+
+
+@dataclass
+class _Record:
+    worker: _Worker
+    seq: int
+    time: float | None = None
+
+
+@dataclass
+class _Event:
+    timing: bool
+    record: _Record | None = None
+
+
+_ENGINE = threading.Lock()  # the simulator's single kernel slot
+
+
+class CpuBackend:
+    """The :class:`~rocmstreams.backends.base.Backend` of the embedded cpu runtime."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._ids = itertools.count(0x1000, 0x10)
+        self._streams: dict[int, _Worker] = {}
+        self._events: dict[int, _Event] = {}
+        self._memory: dict[int, np.ndarray] = {}
+        self._starts: list[int] = []
+        self._legacy = _Worker("rocmstreams-cpu-legacy", blocking=True)
+        self._per_thread = threading.local()
+        self._blocking: list[_Worker] = []  # every blocking stream, per-thread defaults included
+        self._device = 0
+
+    # devices -------------------------------------------------------------------------------
+    def get_device_count(self) -> int:
+        return 1
+
+    def get_device(self) -> int:
+        return self._device
+
+    def set_device(self, ordinal: int) -> None:
+        if ordinal != 0:
+            raise _fail(InvalidDeviceError, f"device {ordinal} does not exist", _INVALID_DEVICE)
+
+    def device_name(self, ordinal: int) -> str:
+        return f"CPU ({platform.processor() or platform.machine()}, Numba CUDA simulator)"
+
+    def device_get_stream_priority_range(self) -> tuple[int, int]:
+        return _PRIORITY_RANGE
+
+    def versions(self) -> dict[str, str]:
+        import numba
+        return {"runtime": "rocmstreams cpu worker threads", "numba": numba.__version__,
+                "python": sys.version.split()[0]}
+
+    # streams -------------------------------------------------------------------------------
+    def _worker(self, stream: int) -> _Worker:
+        if stream == LEGACY_STREAM:
+            return self._legacy
+        if stream == PER_THREAD_STREAM:
+            worker = getattr(self._per_thread, "worker", None)
+            if worker is None:
+                worker = _Worker(f"rocmstreams-cpu-per-thread-{threading.get_ident()}", True)
+                self._per_thread.worker = worker
+                with self._lock:
+                    self._blocking.append(worker)
+            return worker
+        try:
+            return self._streams[stream]
+        except KeyError:
+            raise _fail(RocmStreamsError, f"no live stream has handle {stream:#x}",
+                        _INVALID_HANDLE) from None
+
+    def _submit(self, stream: int, fn: Callable[[], None],
+                after: Sequence[tuple[_Worker, int]] = ()) -> int:
+        """Queue ``fn`` on ``stream`` behind the legacy default stream's implicit ordering."""
+        with self._lock:
+            worker = self._worker(stream)
+            deps = list(after)
+            if worker is self._legacy:
+                deps += [(w, w.enqueued) for w in self._blocking if w is not worker]
+            elif worker.blocking:
+                deps.append((self._legacy, self._legacy.enqueued))
+            return worker.submit(_Op(fn, deps))
+
+    def stream_create(self, non_blocking: bool, priority: int) -> int:
+        with self._lock:
+            handle = next(self._ids)
+            worker = _Worker(f"rocmstreams-cpu-stream-{handle:#x}", blocking=not non_blocking)
+            self._streams[handle] = worker
+            if worker.blocking:
+                self._blocking.append(worker)
+            return handle
+
+    def stream_query(self, stream: int) -> bool:
+        worker = self._worker(stream)
+        return worker.done_through(worker.enqueued)
+
+    def stream_synchronize(self, stream: int) -> None:
+        worker = self._worker(stream)
+        worker.wait_for(worker.enqueued)
+        self._raise_pending(worker)
+
+    def _raise_pending(self, worker: _Worker) -> None:
+        with worker._cond:
+            exc, worker.error = worker.error, None
+        if exc is not None:
+            raise _fail(SynchronizeError, "work queued on the stream failed", _LAUNCH_FAILURE,
+                        f"{type(exc).__name__}: {exc}") from exc
+
+    def stream_destroy(self, stream: int) -> None:
+        with self._lock:
+            worker = self._streams.pop(stream, None)
+            if worker is None:
+                raise _fail(RocmStreamsError, f"no live stream has handle {stream:#x}",
+                            _INVALID_HANDLE)
+            if worker in self._blocking:
+                self._blocking.remove(worker)
+        worker.stop()  # queued work still runs, as cudaStreamDestroy lets it
+
+    def stream_wait_event(self, stream: int, event: int) -> None:
+        record = self._event(event).record
+        if record is not None:
+            self._submit(stream, lambda: None, [(record.worker, record.seq)])
+
+    def launch_host_func(self, stream: int, fn: Callable[[], None]) -> None:
+        self._submit(stream, fn)
+
+    # events --------------------------------------------------------------------------------
+    def _event(self, event: int) -> _Event:
+        try:
+            return self._events[event]
+        except KeyError:
+            raise _fail(RocmStreamsError, f"no live event has handle {event:#x}",
+                        _INVALID_HANDLE) from None
+
+    def event_create(self, timing: bool) -> int:
+        with self._lock:
+            handle = next(self._ids)
+            self._events[handle] = _Event(timing)
+            return handle
+
+    def event_record(self, event: int, stream: int) -> None:
+        ev = self._event(event)
+        with self._lock:
+            worker = self._worker(stream)
+            record = _Record(worker, 0)
+
+            def mark() -> None:
+                record.time = time.perf_counter()
+
+            record.seq = self._submit(stream, mark)
+            ev.record = record
+
+    def event_query(self, event: int) -> bool:
+        record = self._event(event).record
+        return record is None or record.worker.done_through(record.seq)
+
+    def event_synchronize(self, event: int) -> None:
+        record = self._event(event).record
+        if record is not None:
+            record.worker.wait_for(record.seq)
+
+    def event_elapsed_time(self, start: int, end: int) -> float:
+        a, b = self._event(start).record, self._event(end).record
+        if a is None or b is None or a.time is None or b.time is None:
+            raise _fail(EventNotReadyError, "the work before an event has not finished",
+                        _NOT_READY)
+        return (b.time - a.time) * 1e3
+
+    def event_destroy(self, event: int) -> None:
+        with self._lock:
+            if self._events.pop(event, None) is None:
+                raise _fail(RocmStreamsError, f"no live event has handle {event:#x}",
+                            _INVALID_HANDLE)
+
+    # memory --------------------------------------------------------------------------------
+    # Device and page-locked memory are both host buffers here; a queued operation holds the
+    # buffers it touches, so a free never pulls memory from under queued work. Pageable memory
+    # follows CUDA's rules: a copy from it is staged at once, a copy into it returns when done.
+    def _allocate(self, nbytes: int) -> int:
+        try:
+            buf = np.empty(max(nbytes, 1) + 256, np.uint8)
+        except (MemoryError, ValueError) as exc:
+            raise _fail(OutOfMemoryError, f"cannot allocate {nbytes} bytes", _OUT_OF_MEMORY,
+                        str(exc)) from None
+        ptr = (buf.ctypes.data + 255) & ~255
+        with self._lock:
+            self._memory[ptr] = buf
+            bisect.insort(self._starts, ptr)
+        return ptr
+
+    def _release(self, ptr: int) -> None:
+        with self._lock:
+            if self._memory.pop(ptr, None) is None:
+                raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
+            del self._starts[bisect.bisect_left(self._starts, ptr)]
+
+    malloc = host_malloc = _allocate
+    free = host_free = _release
+
+    def _buffer_at(self, addr: int) -> np.ndarray | None:
+        """The allocation holding ``addr``, or None for pageable host memory."""
+        with self._lock:
+            i = bisect.bisect_right(self._starts, addr) - 1
+            if i < 0:
+                return None
+            start = self._starts[i]
+            buf = self._memory[start]
+            return buf if addr < buf.ctypes.data + buf.nbytes else None
+
+    def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        dst_buf, src_buf = self._buffer_at(dst), self._buffer_at(src)
+        if src_buf is None:  # pageable source: staged now
+            staged = ctypes.create_string_buffer(ctypes.string_at(src, nbytes), nbytes)
+            src, src_buf = ctypes.addressof(staged), staged
+
+        def copy(_held: tuple[Any, ...] = (dst_buf, src_buf)) -> None:
+            ctypes.memmove(dst, src, nbytes)
+
+        seq = self._submit(stream, copy)
+        if dst_buf is None:  # pageable destination: the call returns once the copy is done
+            self._worker(stream).wait_for(seq)
+
+    # kernels -------------------------------------------------------------------------------
+    def numba_module(self) -> Any:
+        from numba import cuda
+        return cuda
+
+    def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
+                      sharedmem: int, args: Sequence[Any]) -> None:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        fake = [FakeCUDAArray(a) if isinstance(a, np.ndarray) else a
+                for a in (_as_host_view(a) for a in args)]
+
+        def run(_held: tuple[Any, ...] = tuple(args)) -> None:  # args live until it ran
+            with _ENGINE:  # the simulator's kernel configuration lives on the dispatcher
+                dispatcher.grid_dim, dispatcher.block_dim = griddim, blockdim
+                dispatcher.dynshared_size = sharedmem
+                dispatcher(*fake)
+
+        self._submit(stream, run)
+
+    # bookkeeping ---------------------------------------------------------------------------
+    def live_handles(self) -> dict[str, int]:
+        with self._lock:
+            return {"streams": len(self._streams), "events": len(self._events),
+                    "allocations": len(self._memory)}
+
+
+def _as_host_view(arg: Any) -> Any:
+    """A numpy view over the memory behind a ``__cuda_array_interface__`` object (zero-copy)."""
+    cai = getattr(arg, "__cuda_array_interface__", None)
+    if cai is None or isinstance(arg, np.ndarray):
+        return arg
+    dtype = np.dtype(cai["typestr"])
+    shape = tuple(cai["shape"])
+    ptr = cai["data"][0]
+    strides = cai.get("strides") or None
+    count = int(np.prod(shape)) if shape else 1
+    span = count * dtype.itemsize if strides is None else (
+        sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize if count else 0)
+    raw = (ctypes.c_byte * max(span, 1)).from_address(ptr) if ptr else bytearray(1)
+    return np.ndarray(shape, dtype, buffer=raw, strides=strides)
+
+
+def load() -> CpuBackend:
+    """Put ``numba.cuda`` in simulator mode and start the cpu runtime."""
+    if "numba.cuda" in sys.modules and "numba.cuda.simulator" not in sys.modules:
+        raise BackendUnavailableError(
+            "numba.cuda was imported in GPU mode before rocmstreams chose the cpu backend; "
+            "set NUMBA_ENABLE_CUDASIM=1 in the environment, or import rocmstreams.kernels "
+            "(or call rocmstreams.backend()) before importing numba.cuda")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    from numba.core import config
+    config.reload_config()
+    return CpuBackend()
+

@@ -1,0 +1,64 @@
+"""Device ordinals: checked in Python before any runtime call, and the current-device scope."""
+from __future__ import annotations
+
+import contextlib
+import operator
+from typing import Iterator
+
+from .backends import backend
+from .errors import InvalidDeviceError
+
+__all__ = ["device_count", "check_device", "using_device", "priority_range"]
+
+
+def device_count() -> int:
+    """How many devices the selected backend sees."""
+    return backend().get_device_count()
+
+
+def check_device(device: object | None) -> int:
+    """Return a valid ordinal for ``device`` (None means the current device).
+
+    Raises
+    ------
+    InvalidDeviceError
+        When ``device`` is not an int or names no device; no runtime call is made with it.
+    """
+    be = backend()
+    if device is None:
+        return be.get_device()
+    count = be.get_device_count()
+    valid = f"valid ordinals are 0..{count - 1}" if count > 1 else "the only valid ordinal is 0"
+    if isinstance(device, bool):
+        raise InvalidDeviceError(f"device must be an int ordinal, got {device!r}; {valid}")
+    try:
+        ordinal = operator.index(device)
+    except TypeError:
+        raise InvalidDeviceError(
+            f"device must be an int ordinal, got {type(device).__name__} {device!r}; {valid}"
+        ) from None
+    if not 0 <= ordinal < count:
+        raise InvalidDeviceError(f"device {ordinal} does not exist; {valid}")
+    return ordinal
+
+
+@contextlib.contextmanager
+def using_device(ordinal: int) -> Iterator[None]:
+    """Make ``ordinal`` current for the block, restoring the previous device after."""
+    be = backend()
+    previous = be.get_device()
+    if previous == ordinal:
+        yield
+        return
+    be.set_device(ordinal)
+    try:
+        yield
+    finally:
+        be.set_device(previous)
+
+
+def priority_range(device: object | None = None) -> tuple[int, int]:
+    """``(least, greatest)`` stream priority of ``device``; greatest is numerically lowest."""
+    ordinal = check_device(device)
+    with using_device(ordinal):
+        return backend().device_get_stream_priority_range()
