@@ -114,6 +114,18 @@ class DeviceArray:
             raise TypeError("len() of a 0-d DeviceArray")
         return self._shape[0]
 
+    def __getitem__(self, key: slice) -> "DeviceArray":
+        """A view of a contiguous range of rows: ``d[lo:hi]`` (step 1 only)."""
+        if not isinstance(key, slice) or not self._shape:
+            raise TypeError("DeviceArray supports only d[lo:hi] views along the first axis")
+        lo, hi, step = key.indices(self._shape[0])
+        if step != 1:
+            raise ValueError("DeviceArray views must be contiguous (step 1)")
+        hi = max(hi, lo)
+        row = self.strides[0] if self._shape else self._dtype.itemsize
+        return DeviceArray._wrap(self._ptr + lo * row, (hi - lo,) + self._shape[1:], self._dtype,
+                                 self._device, self)
+
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
         return {"shape": self._shape, "typestr": self._dtype.str, "data": (self._ptr, False),

@@ -190,6 +190,10 @@ class RocmStream:
     def __hash__(self) -> int:
         return hash(self._key)
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a RocmStream belongs to its process and cannot be pickled; "
+                        "send its .handle and borrow it with RocmStream.from_external")
+
     def __repr__(self) -> str:
         if self._handle is None:
             return f"<RocmStream closed backend={self._backend.name}>"

@@ -1,0 +1,117 @@
+"""Shared fixtures: every test runs on the process's backend (ROCMSTREAMS_BACKEND, else auto).
+
+Run the suite once per backend: ``ROCMSTREAMS_BACKEND=cpu pytest``, ``...=cuda pytest``,
+``...=hip pytest``. The backend is printed in the header.
+"""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+
+
+def pytest_report_header(config):
+    be = rs.backend()
+    return f"rocmstreams backend: {be.name} ({be.device_name(be.get_device())})"
+
+
+@pytest.fixture(scope="session")
+def backend():
+    return rs.backend()
+
+
+@pytest.fixture(scope="session")
+def kernels():
+    """The shipped kernels, each compiled and run once so no test compiles while latched."""
+    from rocmstreams import kernels as k
+    s = rs.RocmStream(non_blocking=True)
+    a = rs.to_device(np.zeros(32, np.float32), stream=s)
+    k.saxpy[1, 32, s](a, np.float32(1), a, a)
+    k.scale[1, 32, s](a, np.float32(1), a)
+    k.add_scalar[1, 32, s](a, np.float32(1))
+    counter = rs.to_device(np.zeros(1, np.int32), stream=s)
+    k.stamp[1, 1, s](counter, rs.to_device(np.zeros(4, np.int32), stream=s), np.int32(0))
+    with k.Latch() as gate:
+        gate.hold(s)
+    s.synchronize()
+    s.close()
+    return k
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+@pytest.fixture
+def stream():
+    s = rs.RocmStream(non_blocking=True)
+    yield s
+    if not s.is_closed:
+        s.synchronize()
+        s.close()
+
+
+@pytest.fixture
+def make_stream():
+    made = []
+
+    def make(**kwargs):
+        s = rs.RocmStream(**kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        if not s.is_closed:
+            s.synchronize()
+            s.close()
+
+
+@pytest.fixture
+def latch(kernels):
+    """A factory of latches; every latch is released when the test ends, pass or fail."""
+    made = []
+
+    def make():
+        gate = kernels.Latch()
+        made.append(gate)
+        return gate
+
+    yield make
+    for gate in made:
+        gate.release()
+
+
+class StampLog:
+    """Device counter + log for the stamp kernel: ``tags()`` gives launch tags in run order."""
+
+    def __init__(self, kernels, stream, size=256):
+        self._k = kernels
+        self.counter = rs.to_device(np.zeros(1, np.int32), stream=stream)
+        self.log = rs.to_device(np.full(size, -1, np.int32), stream=stream)
+        stream.synchronize()
+
+    def stamp(self, stream, tag):
+        self._k.stamp[1, 1, stream](self.counter, self.log, np.int32(tag))
+
+    def tags(self, stream):
+        out = self.log.copy_to_host(stream=stream)
+        stream.synchronize()
+        return [int(t) for t in out if t >= 0]
+
+
+@pytest.fixture
+def stamps(kernels, stream):
+    return StampLog(kernels, stream)
+
+
+def collect():
+    gc.collect()
+    gc.collect()
+
+
+needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")

@@ -1,0 +1,76 @@
+"""Host callbacks: in order, no GIL deadlock, exceptions delivered at synchronize()."""
+import threading
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+
+
+def test_a_callback_gets_its_arguments(stream):
+    got = []
+    stream.add_callback(lambda *a: got.append(a), 1, "two", None)
+    stream.synchronize()
+    assert got == [(1, "two", None)]
+
+
+def test_an_exception_in_a_callback_is_raised_at_the_next_synchronize(stream):
+    def boom():
+        raise KeyError("lost key")
+
+    stream.add_callback(boom)
+    with pytest.raises(rs.CallbackError, match="boom raised KeyError") as info:
+        stream.synchronize()
+    assert isinstance(info.value.__cause__, KeyError)
+    stream.synchronize()  # delivered once; the stream goes on
+    ran = []
+    stream.add_callback(ran.append, 1)
+    stream.synchronize()
+    assert ran == [1]
+
+
+def test_work_after_a_failing_callback_still_runs_in_order(stream):
+    seen = []
+    stream.add_callback(seen.append, 1)
+    stream.add_callback(lambda: 1 / 0)
+    stream.add_callback(seen.append, 2)
+    with pytest.raises(rs.CallbackError):
+        stream.synchronize()
+    assert seen == [1, 2]
+
+
+def test_callbacks_that_need_the_gil_do_not_deadlock_a_synchronizing_host(stream):
+    # Each callback does real Python work (needs the GIL) while the main thread sits in
+    # synchronize(); a binding that kept the GIL there would hang (numba-cuda issue 317).
+    total = []
+    for i in range(50):
+        stream.add_callback(lambda i=i: total.append(sum(range(1000)) + i))
+    done = threading.Event()
+    result = {}
+
+    def sync():
+        try:
+            stream.synchronize()
+            result["ok"] = True
+        finally:
+            done.set()
+
+    t = threading.Thread(target=sync, daemon=True)
+    t.start()
+    assert done.wait(60), "synchronize() did not return: callback deadlock"
+    assert result == {"ok": True} and len(total) == 50
+
+
+def test_a_callback_can_release_a_latch_the_host_waits_on(latch, make_stream):
+    # a callback on one stream opens the latch holding another: needs no host thread at all
+    held, opener = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    gate = latch().hold(held)
+    opener.add_callback(gate.release)
+    held.synchronize()
+    assert gate.released
+
+
+def test_add_callback_refuses_what_cannot_be_called(stream):
+    with pytest.raises(TypeError, match="callable"):
+        stream.add_callback("not callable")
+    assert stream.query()
