@@ -16,11 +16,16 @@ RELEASED, TIMED_OUT = 1, 2
 
 @cuda.jit
 def latch(cell, max_polls):
-    """Spin until ``cell[0]`` is non-zero or ``max_polls`` polls pass; then ``cell[1]`` says
-    which: 1 released, 2 timed out."""
+    """Spin until the host sets ``cell[0]``/``cell[2]`` or ``max_polls`` polls pass; then
+    ``cell[1]`` says which: 1 released, 2 timed out.
+
+    The host sets two words. ``cell[0]`` is read with an atomic, which a GPU must fetch from host
+    memory on every poll; ``cell[2]`` with a plain load, which the CUDA simulator's atomics (a
+    read-modify-write that can write back a stale 0 over the host's store) never touch.
+    """
     if cuda.grid(1) == 0:
         polls = 0
-        while cuda.atomic.add(cell, 0, 0) == 0 and polls < max_polls:
+        while cuda.atomic.add(cell, 0, 0) == 0 and cell[2] == 0 and polls < max_polls:
             polls += 1
         cell[1] = RELEASED if polls < max_polls else TIMED_OUT
 
@@ -38,7 +43,7 @@ class Latch:
     """
 
     def __init__(self, max_polls: int = 50_000_000) -> None:
-        self._cell = rs.pinned_empty(2, np.int32)
+        self._cell = rs.pinned_empty(3, np.int32)
         self._cell[:] = 0
         self._view = rs.device_view(self._cell)
         self.max_polls = np.int64(max_polls)
@@ -50,6 +55,7 @@ class Latch:
 
     def release(self) -> None:
         """Let the latch kernel finish."""
+        self._cell[2] = 1
         self._cell[0] = 1
 
     @property

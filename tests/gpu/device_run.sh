@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every GPU step in one call on a lent NVIDIA machine (see README "Testing on a GPU"):
+# unpack the carried wheels (.devsite/wheels: numpy 2.4, hip-python, pytest), lay the package out
+# as installed (kernels/ -> rocmstreams/kernels), build the HIP-on-CUDA libamdhip64.so, then run
+# the suite on the cuda and hip backends and the demo on cuda, hip and cpu.
+# Usage: bash tests/gpu/device_run.sh [pytest args...]; logs go to $OUT (or /tmp/out).
+set -u
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+mkdir -p /tmp/site
+for w in "$repo"/.devsite/wheels/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done
+rm -rf /tmp/src && mkdir -p /tmp/src
+cp -r "$repo/rocmstreams" "$repo/tests" "$repo/benchmarks" /tmp/src/
+cp -r "$repo/kernels" /tmp/src/rocmstreams/kernels
+export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+nvidia-smi -L
+python3 -c "import numpy, numba, numba.cuda, cuda.bindings, rocm.bindings.hip as h; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cuda.bindings', cuda.bindings.__version__)"
+bash "$repo/tests/hip_on_cuda/build.sh" /tmp/hiplib || echo "HIP-on-CUDA build FAILED"
+cd /tmp/src
+run_suite() {  # backend, extra env...
+  local be=$1; shift
+  echo "=== suite on $be ==="
+  env "$@" ROCMSTREAMS_BACKEND=$be timeout 280 python3 -m pytest -q -p no:cacheprovider \
+    -o timeout=90 -rs tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
+  echo "exit $?"; tail -n 25 "$out/suite_$be.log"
+}
+PYTEST_ARGS=("$@")
+hipenv=(LD_LIBRARY_PATH=/tmp/hiplib:${LD_LIBRARY_PATH:-} ROCMSTREAMS_HIP_KERNELS=numba-cuda)
+for be in cuda hip cpu; do
+  echo "=== demo on $be ==="
+  if [ $be = hip ]; then env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 120 python3 -m rocmstreams demo
+  else ROCMSTREAMS_BACKEND=$be timeout 120 python3 -m rocmstreams demo; fi
+done 2>&1 | tee "$out/demos.txt"
+run_suite cuda
+run_suite hip "${hipenv[@]}"
