@@ -42,7 +42,7 @@ class Latch:
         assert gate.released
     """
 
-    def __init__(self, max_polls: int = 50_000_000) -> None:
+    def __init__(self, max_polls: int = 5_000_000) -> None:
         self._cell = rs.pinned_empty(3, np.int32)
         self._cell[:] = 0
         self._view = rs.device_view(self._cell)

@@ -6,6 +6,9 @@ Run the suite once per backend: ``ROCMSTREAMS_BACKEND=cpu pytest``, ``...=cuda p
 from __future__ import annotations
 
 import gc
+import os
+
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")  # tests launch tiny grids on purpose
 
 import numpy as np
 import pytest

@@ -61,15 +61,6 @@ def test_callbacks_that_need_the_gil_do_not_deadlock_a_synchronizing_host(stream
     assert result == {"ok": True} and len(total) == 50
 
 
-def test_a_callback_can_release_a_latch_the_host_waits_on(latch, make_stream):
-    # a callback on one stream opens the latch holding another: needs no host thread at all
-    held, opener = make_stream(non_blocking=True), make_stream(non_blocking=True)
-    gate = latch().hold(held)
-    opener.add_callback(gate.release)
-    held.synchronize()
-    assert gate.released
-
-
 def test_add_callback_refuses_what_cannot_be_called(stream):
     with pytest.raises(TypeError, match="callable"):
         stream.add_callback("not callable")

@@ -1,0 +1,110 @@
+"""The cuda backend: NVIDIA GPUs through ``cuda.bindings.runtime``, kernels through numba-cuda."""
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Any, Callable
+
+from ..errors import BackendUnavailableError, RocmStreamsError
+from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
+
+__all__ = ["load", "numba_cuda"]
+
+_INSTALL = ("install the [cuda] extra (`pip install rocmstreams[cuda]`) and an NVIDIA driver "
+            "that supports the CUDA major version of cuda-bindings")
+
+
+def numba_cuda() -> Any:
+    """``numba.cuda`` in GPU mode, or BackendUnavailableError when it is the CPU simulator."""
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"kernels need numba-cuda, which did not import ({exc}); {_INSTALL}") from exc
+    if getattr(cuda.is_available, "__module__", "").startswith("numba.cuda.simulator"):
+        raise BackendUnavailableError(
+            "numba.cuda imported as its CPU simulator because NUMBA_ENABLE_CUDASIM is set; unset "
+            "NUMBA_ENABLE_CUDASIM (before numba is imported) to run kernels on the GPU, or choose "
+            "the cpu backend with ROCMSTREAMS_BACKEND=cpu")
+    return cuda
+
+
+def _version(value: int) -> str:
+    """CUDA encodes versions as 1000 * major + 10 * minor."""
+    return f"{value // 1000}.{value % 1000 // 10}"
+
+
+def _device_name(call: Any, ordinal: int) -> tuple:
+    status, props = call("GetDeviceProperties", ordinal)
+    return status, None if props is None else props.name
+
+
+def _driver_launch_host_func(runtime: Any) -> Callable[[int, int, int], tuple]:
+    """cuLaunchHostFunc from the driver library, through ctypes (which releases the GIL).
+
+    cuda.bindings' cudaLaunchHostFunc frees its callback record after the first call, so a host
+    function captured into a graph runs freed memory on the second launch (NVIDIA/cuda-python
+    issue 790). The driver call takes our trampoline as it is. Runtime stream handles are driver
+    handles (cudaStreamLegacy/PerThread are CU_STREAM_LEGACY/PER_THREAD); CUresult codes are the
+    cudaError_t numbers for every status this call returns but 201, which names no current context:
+    then the runtime binds the device's primary context to this thread and the call is retried.
+    """
+    found: list[Any] = []
+
+    def launch(stream: int, fn: int, key: int) -> tuple:
+        if not found:
+            try:
+                lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+            except OSError as exc:
+                raise RocmStreamsError(f"could not load the CUDA driver library: {exc}",
+                                       backend="cuda") from exc
+            func = lib.cuLaunchHostFunc
+            func.argtypes, func.restype = [ctypes.c_void_p] * 3, ctypes.c_int
+            found.append(func)
+        status = found[0](stream, fn, key)
+        if status == 201:  # CUDA_ERROR_INVALID_CONTEXT
+            current = runtime.cudaGetDevice()
+            if int(current[0]) == 0 and int(runtime.cudaSetDevice(current[1])[0]) == 0:
+                status = found[0](stream, fn, key)
+        return (status,)
+
+    return launch
+
+
+def _adapter(runtime: Any) -> RuntimeAdapter:
+    err = runtime.cudaError_t
+    return RuntimeAdapter(
+        name="cuda", binding=runtime, prefix="cuda", packages=("cuda-bindings", "cuda-python"),
+        stream_non_blocking=int(runtime.cudaStreamNonBlocking),
+        event_disable_timing=int(runtime.cudaEventDisableTiming),
+        host_alloc_flags=int(runtime.cudaHostAllocMapped) | int(runtime.cudaHostAllocPortable),
+        memcpy_default=runtime.cudaMemcpyKind.cudaMemcpyDefault,
+        capture_mode_global=runtime.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal,
+        capture_status_none=int(runtime.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone),
+        not_ready=int(err.cudaErrorNotReady), out_of_memory=int(err.cudaErrorMemoryAllocation),
+        invalid_device=int(err.cudaErrorInvalidDevice), capture_codes=capture_codes(err, "cuda"),
+        # handle 0 is the legacy stream even where cuda.bindings runs per-thread-default-stream
+        legacy_stream=int(runtime.cudaStreamLegacy),
+        host_alloc="HostAlloc", host_free="FreeHost", error_enum=err, device_name=_device_name,
+        format_version=_version, kernels=NumbaKernels(numba_cuda),
+        launch_host_func=_driver_launch_host_func(runtime))
+
+
+def load() -> RuntimeBackend:
+    """The cuda backend, or BackendUnavailableError saying what is missing."""
+    try:
+        from cuda.bindings import runtime
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailableError(
+            f"the cuda backend needs cuda-python's cuda.bindings, which did not import ({exc}); "
+            f"{_INSTALL}") from exc
+    backend = RuntimeBackend(_adapter(runtime))
+    try:
+        count = backend.get_device_count()
+    except RocmStreamsError as exc:
+        raise BackendUnavailableError(
+            f"the CUDA runtime found no usable NVIDIA GPU; {_INSTALL}", backend="cuda",
+            code=exc.code, name=exc.name, runtime_message=exc.runtime_message) from exc
+    if count == 0:
+        raise BackendUnavailableError(f"the CUDA runtime sees no GPU; {_INSTALL}", backend="cuda")
+    return backend

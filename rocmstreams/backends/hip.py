@@ -1,0 +1,109 @@
+"""The hip backend: AMD GPUs through hip-python (``rocm.bindings.hip``), kernels through numba-hip.
+
+Every hip-python call returns a tuple whose first item is a ``hipError_t``, as cuda.bindings does,
+so the shared :class:`~rocmstreams.backends.runtime.RuntimeBackend` runs it. Kernels:
+``ROCMSTREAMS_HIP_KERNELS=numba-cuda`` selects ``numba.cuda`` (our HIP-on-CUDA test rig, where
+hip stream handles are CUDA streams underneath), ``=numba-hip`` forces numba-hip, and unset means
+numba-hip when it imports.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from ..errors import BackendUnavailableError, RocmStreamsError
+from .cuda import numba_cuda
+from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
+
+__all__ = ["load"]
+
+_INSTALL = "install the [rocm] extra (`pip install rocmstreams[rocm]`) on a machine with ROCm"
+_GET_ROCM = ("install ROCm (https://rocm.docs.amd.com) and set ROCM_PATH to its root (the "
+             "library is $ROCM_PATH/lib/libamdhip64.so), or add the directory holding "
+             "libamdhip64.so to LD_LIBRARY_PATH")
+
+
+def _numba_hip() -> Any:
+    # The numba-hip glue: the one part of rocmstreams no test machine of ours can run (numba-hip
+    # needs ROCm and an AMD GPU), so it stays this small. numba.hip mirrors numba.cuda's API
+    # (jit, configure, external_stream, legacy/per_thread_default_stream); pose_as_cuda() makes
+    # `from numba import cuda` give numba.hip, so code written for numba.cuda runs unchanged.
+    from numba import hip as numba_hip
+    if sys.modules.get("numba.cuda") is not numba_hip:
+        numba_hip.pose_as_cuda()
+    return numba_hip
+
+
+def _kernel_module() -> Any:
+    choice = os.environ.get("ROCMSTREAMS_HIP_KERNELS", "").strip().lower()
+    if choice == "numba-cuda":
+        return numba_cuda()
+    if choice not in ("", "numba-hip"):
+        raise BackendUnavailableError(
+            f"ROCMSTREAMS_HIP_KERNELS={choice!r} is not a kernel compiler; use numba-hip or "
+            "numba-cuda (the HIP-on-CUDA test rig), or unset it")
+    try:
+        return _numba_hip()
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"kernels on the hip backend need numba-hip, which did not import ({exc}): "
+            "`pip install numba-hip` on a machine with ROCm") from exc
+
+
+def _version(value: int) -> str:
+    """HIP encodes versions as 10_000_000 * major + 100_000 * minor + patch."""
+    return f"{value // 10_000_000}.{value // 100_000 % 100}.{value % 100_000}"
+
+
+def _device_name(call: Any, ordinal: int) -> tuple:
+    return call("DeviceGetName", 256, ordinal)
+
+
+def _adapter(hip: Any) -> RuntimeAdapter:
+    err = hip.hipError_t
+    return RuntimeAdapter(
+        name="hip", binding=hip, prefix="hip", packages=("rocm-bindings-hip", "hip-python"),
+        stream_non_blocking=int(hip.hipStreamNonBlocking),
+        event_disable_timing=int(hip.hipEventDisableTiming),
+        host_alloc_flags=int(hip.hipHostMallocMapped) | int(hip.hipHostMallocPortable),
+        memcpy_default=hip.hipMemcpyKind.hipMemcpyDefault,
+        capture_mode_global=hip.hipStreamCaptureMode.hipStreamCaptureModeGlobal,
+        capture_status_none=int(hip.hipStreamCaptureStatus.hipStreamCaptureStatusNone),
+        not_ready=int(err.hipErrorNotReady), out_of_memory=int(err.hipErrorOutOfMemory),
+        invalid_device=int(err.hipErrorInvalidDevice), capture_codes=capture_codes(err, "hip"),
+        legacy_stream=0, host_alloc="HostMalloc", host_free="HostFree", error_enum=err,
+        device_name=_device_name, format_version=_version, kernels=NumbaKernels(_kernel_module),
+        # `with nogil` around every call came with the same hip-python release as has_symbol
+        releases_gil=hasattr(hip, "has_symbol"))
+
+
+def load() -> RuntimeBackend:
+    """The hip backend, or BackendUnavailableError saying what is missing and how to get it."""
+    try:
+        from rocm.bindings import hip
+    except ImportError:
+        try:  # hip-python before its rocm.bindings layout (ROCm 6.x)
+            from hip import hip
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"the hip backend needs hip-python, which did not import ({exc}); {_INSTALL}"
+            ) from exc
+    try:
+        hip.hipGetDeviceCount()  # the first call loads libamdhip64.so
+    except RuntimeError as exc:
+        raise BackendUnavailableError(
+            f"hip-python could not load libamdhip64.so, the HIP runtime library ({exc}); "
+            f"{_GET_ROCM}") from exc
+    backend = RuntimeBackend(_adapter(hip))
+    try:
+        count = backend.get_device_count()
+    except RocmStreamsError as exc:
+        raise BackendUnavailableError(
+            "the HIP runtime found no usable AMD GPU; check that the amdgpu driver is loaded and "
+            "that this user may open /dev/kfd and /dev/dri (groups video and render)",
+            backend="hip", code=exc.code, name=exc.name,
+            runtime_message=exc.runtime_message) from exc
+    if count == 0:
+        raise BackendUnavailableError("the HIP runtime sees no GPU", backend="hip")
+    return backend
