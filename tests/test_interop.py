@@ -13,11 +13,13 @@ def test_a_cupy_stream_is_borrowed_and_survives_our_close(kernels, rng):
     cs = cp.cuda.Stream(non_blocking=True)
     s = rs.RocmStream.from_external(cs)
     assert s.handle == cs.ptr
-    x = cp.asarray(rng.random(1000, dtype=np.float32))
+    host = rng.random(1000, dtype=np.float32)
+    x = cp.asarray(host)
+    cs.synchronize()
     kernels.scale[4, 256, s](x, np.float32(3), x)
     s.close()
     cs.synchronize()
-    np.testing.assert_allclose(cp.asnumpy(x), 3 * cp.asnumpy(x) / 3, rtol=0)
+    np.testing.assert_array_equal(cp.asnumpy(x), host * np.float32(3))
 
 
 def test_cupy_arrays_are_kernel_arguments_and_copy_endpoints(kernels, stream, rng):

@@ -11,7 +11,7 @@ def test_query_is_false_while_a_kernel_holds_the_stream(latch, stream):
     gate.release()
     stream.synchronize()
     assert stream.query() is True
-    assert gate.released
+    assert gate.released, f"latch timed out after {gate.polls} polls"
 
 
 def test_event_query_is_false_until_the_work_before_it_finishes(latch, stream):
@@ -21,7 +21,7 @@ def test_event_query_is_false_until_the_work_before_it_finishes(latch, stream):
     gate.release()
     ev.synchronize()
     assert ev.query() is True
-    assert gate.released
+    assert gate.released, f"latch timed out after {gate.polls} polls"
 
 
 def test_work_queued_behind_a_latch_waits_for_it(latch, stream):
