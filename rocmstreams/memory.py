@@ -51,9 +51,6 @@ class _Allocation:
         self.device = device
         self._finalizer = weakref.finalize(self, _release, be.free, self.ptr, "device memory")
 
-    def close(self) -> None:
-        self._finalizer()
-
 
 class DeviceArray:
     """A C-contiguous array in device memory; a Numba kernel argument and copy endpoint.

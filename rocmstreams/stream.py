@@ -73,7 +73,7 @@ class RocmStream:
     """
 
     __slots__ = ("_backend", "_handle", "_device", "_options", "_owner", "_finalizer",
-                 "_key", "_callback_errors", "_capturing", "__weakref__")
+                 "_key", "_callback_errors", "__weakref__")
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None) -> None:
@@ -99,7 +99,6 @@ class RocmStream:
         self._finalizer = None
         self._key = (be.name, device, handle)
         self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
-        self._capturing = False
 
     @classmethod
     def _borrow(cls, handle: int, owner: object, device: int | None = None) -> "RocmStream":
@@ -204,19 +203,12 @@ class RocmStream:
                 f"backend={self._backend.name} {kind}>")
 
     # work --------------------------------------------------------------------------------------
-    def _check_not_capturing(self, what: str) -> None:
-        if self._capturing:
-            from .errors import CaptureError
-            raise CaptureError(f"{what} is not allowed while the stream is capturing a graph; "
-                               "leave the capture block first")
-
     def query(self) -> bool:
         """True when all work queued on the stream has finished, False while any runs.
 
         Only the runtime's not-ready answer maps to False; any other failure raises.
         """
         handle = self._live()
-        self._check_not_capturing("query()")
         return self._backend.stream_query(handle)
 
     def synchronize(self) -> None:
@@ -230,7 +222,6 @@ class RocmStream:
             Work on the stream failed.
         """
         handle = self._live()
-        self._check_not_capturing("synchronize()")
         self._backend.stream_synchronize(handle)
         self._raise_callback_error()
 

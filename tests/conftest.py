@@ -5,7 +5,6 @@ Run the suite once per backend: ``ROCMSTREAMS_BACKEND=cpu pytest``, ``...=cuda p
 """
 from __future__ import annotations
 
-import gc
 import os
 
 os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")  # tests launch tiny grids on purpose
@@ -110,11 +109,6 @@ class StampLog:
 @pytest.fixture
 def stamps(kernels, stream):
     return StampLog(kernels, stream)
-
-
-def collect():
-    gc.collect()
-    gc.collect()
 
 
 needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")

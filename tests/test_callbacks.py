@@ -1,7 +1,6 @@
 """Host callbacks: in order, no GIL deadlock, exceptions delivered at synchronize()."""
 import threading
 
-import numpy as np
 import pytest
 
 import rocmstreams as rs

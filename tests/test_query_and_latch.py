@@ -1,7 +1,4 @@
 """query() and Event.query() reflect the real in-flight work."""
-import numpy as np
-import pytest
-
 import rocmstreams as rs
 
 

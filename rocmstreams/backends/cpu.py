@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import (BackendUnavailableError, EventNotReadyError, InvalidDeviceError,
-                      OutOfMemoryError, RocmStreamsError, StreamClosedError, SynchronizeError)
+                      OutOfMemoryError, RocmStreamsError, SynchronizeError)
 from .base import LEGACY_STREAM, PER_THREAD_STREAM
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
