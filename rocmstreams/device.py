@@ -59,6 +59,18 @@ def using_device(ordinal: int) -> Iterator[None]:
 
 def priority_range(device: object | None = None) -> tuple[int, int]:
     """``(least, greatest)`` stream priority of ``device``; greatest is numerically lowest."""
-    ordinal = check_device(device)
-    with using_device(ordinal):
-        return backend().device_get_stream_priority_range()
+    return _priority_range(check_device(device))
+
+
+_PRIORITY_RANGES: dict[tuple[object, int], tuple[int, int]] = {}
+
+
+def _priority_range(ordinal: int) -> tuple[int, int]:
+    """The range of a checked ordinal; a device's range never changes, so it is asked once."""
+    be = backend()
+    key = (be, ordinal)
+    found = _PRIORITY_RANGES.get(key)
+    if found is None:
+        with using_device(ordinal):
+            found = _PRIORITY_RANGES[key] = be.device_get_stream_priority_range()
+    return found

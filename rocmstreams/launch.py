@@ -2,52 +2,110 @@
 
 Numba's dispatchers only take their own streams, so on selection the backend's dispatcher class
 learns one thing: a configuration whose stream is a RocmStream returns a :class:`KernelLaunch`,
-which hands the launch to the backend. Every other configuration goes to Numba unchanged, except
-under the cpu backend, where all simulator launches go through its single kernel engine on the
-legacy default stream (the simulator runs launches synchronously and one at a time).
+which hands the launch to the backend's launcher for that kernel and configuration (on GPU
+backends a prepared launch: see ``backends/prepared.py``). A stream keeps the launches configured
+on it, so a launch in a loop costs one dictionary lookup before the launcher runs. Every other
+configuration goes to Numba unchanged, except under the cpu backend, where all simulator launches
+go through its single kernel engine on the legacy default stream (the simulator runs launches
+synchronously and one at a time).
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+import weakref
+from typing import Any, Callable
 
 from .backends import LEGACY_STREAM, Backend
+from .device import using_device
+from .errors import StreamClosedError
 from .stream import RocmStream
 
 __all__ = ["KernelLaunch", "install"]
 
+_CLOSED = "the launch stream is closed; configure the kernel on an open RocmStream"
 
-class KernelLaunch:
-    """A kernel configured with a grid, a block and a RocmStream; call it with the arguments."""
 
-    __slots__ = ("dispatcher", "griddim", "blockdim", "stream", "sharedmem", "_backend",
-                 "_synchronous")
+Launcher = Callable[[int, tuple, tuple], None]
+#: A stream keeps at most this many configured launches (grids that vary call after call would
+#: otherwise pile up); past it, the oldest half is dropped.
+_KEPT_LAUNCHES = 256
 
-    def __init__(self, backend: Backend, dispatcher: Any, griddim: Any, blockdim: Any,
-                 stream: RocmStream | None, sharedmem: int = 0, synchronous: bool = False) -> None:
-        from numba.cuda.errors import normalize_kernel_dimensions
-        self.griddim, self.blockdim = normalize_kernel_dimensions(griddim, blockdim)
-        if isinstance(sharedmem, bool) or not isinstance(sharedmem, int) or sharedmem < 0:
-            raise ValueError(f"dynamic shared memory must be a non-negative int, got {sharedmem!r}")
-        self.dispatcher = dispatcher
-        self.stream = stream
-        self.sharedmem = sharedmem
-        self._backend = backend
-        self._synchronous = synchronous
 
-    def __call__(self, *args: Any) -> None:
-        handle = LEGACY_STREAM if self.stream is None else self.stream.handle
-        self._backend.launch_kernel(self.dispatcher, self.griddim, self.blockdim, handle,
-                                    self.sharedmem, args)
-        if self._synchronous:
-            self._backend.stream_synchronize(handle)
+def _launch_on(launcher: Launcher, stream: Any, config: tuple, *args: Any) -> None:
+    try:
+        handle = stream._handle
+    except ReferenceError:  # the stream was collected; its handle was destroyed with it
+        handle = None
+    if handle is None:
+        raise StreamClosedError(_CLOSED)
+    launcher(handle, args, config)
+
+
+def _launch_and_wait(backend: Backend, launcher: Launcher, config: tuple, *args: Any) -> None:
+    launcher(LEGACY_STREAM, args, config)
+    backend.stream_synchronize(LEGACY_STREAM)
+
+
+class KernelLaunch(functools.partial):
+    """A kernel configured with a grid, a block and a RocmStream; call it with the arguments.
+
+    Attributes
+    ----------
+    dispatcher : the Numba kernel
+    griddim, blockdim : tuple of 3 ints
+    sharedmem : int
+        Dynamic shared memory in bytes.
+    """
+
+    dispatcher: Any
+    griddim: tuple[int, int, int]
+    blockdim: tuple[int, int, int]
+    sharedmem: int
 
     def __repr__(self) -> str:
         name = getattr(self.dispatcher, "__name__", type(self.dispatcher).__name__)
-        return f"<KernelLaunch {name}[{self.griddim}, {self.blockdim}, {self.stream!r}]>"
+        stream = self.args[1]
+        try:
+            shown = (repr(stream) if self.func is _launch_on
+                     else "legacy default stream, synchronous")
+        except ReferenceError:
+            shown = "<collected RocmStream>"
+        return f"<KernelLaunch {name}[{self.griddim}, {self.blockdim}, {shown}]>"
 
 
-def _probe() -> None:  # a kernel never compiled; only its dispatcher's class is wanted
-    pass
+def _kernel_launch(fn: Callable[..., None], first: Any, second: Any, dispatcher: Any,
+                   griddim: Any, blockdim: Any, sharedmem: Any) -> KernelLaunch:
+    """Check the configuration (before anything is queued) and bind it to its launcher."""
+    from numba.cuda.errors import normalize_kernel_dimensions
+    griddim, blockdim = normalize_kernel_dimensions(griddim, blockdim)
+    if isinstance(sharedmem, bool) or not isinstance(sharedmem, int) or sharedmem < 0:
+        raise ValueError(f"dynamic shared memory must be a non-negative int, got {sharedmem!r}")
+    launch = KernelLaunch(fn, first, second, (*griddim, *blockdim, sharedmem))
+    launch.dispatcher, launch.griddim, launch.blockdim = dispatcher, griddim, blockdim
+    launch.sharedmem = sharedmem
+    return launch
+
+
+def _on_stream(backend: Backend, dispatcher: Any, config: tuple,
+               stream: RocmStream) -> KernelLaunch:
+    """The launch of ``dispatcher[config]`` on ``stream``, configured once and kept on it."""
+    stream._live()
+    shared = config[3] if len(config) > 3 else 0
+    with using_device(stream.device):
+        launcher = backend.kernel_launcher(dispatcher)
+    proxy = stream._proxy
+    if proxy is None:
+        proxy = stream._proxy = weakref.proxy(stream)
+    launch = _kernel_launch(_launch_on, launcher, proxy, dispatcher, config[0], config[1], shared)
+    kept = stream._launches
+    if len(kept) >= _KEPT_LAUNCHES:
+        for key in list(kept)[:_KEPT_LAUNCHES // 2]:
+            del kept[key]
+    try:
+        kept[(dispatcher, *config[:2], *config[3:])] = launch
+    except TypeError:  # an unhashable grid or block (a list): configured anew each time
+        pass
+    return launch
 
 
 def install(backend: Backend) -> None:
@@ -59,15 +117,33 @@ def install(backend: Backend) -> None:
     route_all = backend.name == "cpu"
 
     def __getitem__(self: Any, config: Any) -> Any:
-        if isinstance(config, tuple) and 2 <= len(config) <= 4:
-            stream = config[2] if len(config) > 2 else None
-            shared = config[3] if len(config) > 3 else 0
-            if isinstance(stream, RocmStream):
-                return KernelLaunch(backend, self, config[0], config[1], stream, shared)
-            if route_all:
-                return KernelLaunch(backend, self, config[0], config[1], None, shared,
-                                    synchronous=True)
+        if type(config) is tuple:
+            n = len(config)
+            if n == 3:
+                stream = config[2]
+                if type(stream) is RocmStream:
+                    try:
+                        return stream._launches[(self, config[0], config[1])]
+                    except (KeyError, TypeError):
+                        return _on_stream(backend, self, config, stream)
+            if 2 <= n <= 4:
+                stream = config[2] if n > 2 else None
+                if isinstance(stream, RocmStream):
+                    if n == 4:
+                        try:
+                            return stream._launches[(self, *config[:2], config[3])]
+                        except (KeyError, TypeError):
+                            pass
+                    return _on_stream(backend, self, config, stream)
+                if route_all:
+                    return _kernel_launch(_launch_and_wait, backend,
+                                          backend.kernel_launcher(self), self, config[0],
+                                          config[1], config[3] if n > 3 else 0)
         return original(self, config)
 
     cls._rocmstreams_original_getitem = original
     cls.__getitem__ = __getitem__
+
+
+def _probe() -> None:  # a kernel never compiled; only its dispatcher's class is wanted
+    pass

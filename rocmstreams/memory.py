@@ -60,7 +60,9 @@ class DeviceArray:
     the streams the work is queued on).
     """
 
-    __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "__weakref__")
+    # _rocmstreams_abi: the launch values prepared kernel launches cache on the array
+    __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "_rocmstreams_abi",
+                 "__weakref__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("use rocmstreams.empty, empty_like, to_device or device_view")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, backend
-from .device import check_device, priority_range, using_device
+from .device import _priority_range, check_device, using_device
 from .errors import CallbackError, StreamClosedError
 
 if TYPE_CHECKING:
@@ -37,6 +37,22 @@ class StreamOptions:
             raise TypeError(f"non_blocking must be True or False, got {self.non_blocking!r}")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"priority must be an int, got {self.priority!r}")
+
+
+_OPTIONS: dict[tuple[bool, int], StreamOptions] = {}
+
+
+def _options(non_blocking: bool, priority: int) -> StreamOptions:
+    """The (immutable, shared) options for these values, checked once per distinct pair."""
+    try:
+        found = _OPTIONS.get((non_blocking, priority))
+    except TypeError:  # unhashable: StreamOptions says what is wrong
+        found = None
+    if found is None or type(non_blocking) is not bool or type(priority) is not int:
+        found = StreamOptions(non_blocking, priority)
+        if len(_OPTIONS) < 64:
+            _OPTIONS[(non_blocking, priority)] = found
+    return found
 
 
 def _destroy(be: Backend, handle: int) -> None:
@@ -73,19 +89,23 @@ class RocmStream:
     """
 
     __slots__ = ("_backend", "_handle", "_device", "_options", "_owner", "_finalizer",
-                 "_key", "_callback_errors", "__weakref__")
+                 "_key", "_callback_errors", "_launches", "_proxy", "__weakref__")
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None) -> None:
-        options = StreamOptions(non_blocking, priority)
-        ordinal = check_device(device)
-        least, greatest = priority_range(ordinal)
+        options = _options(non_blocking, priority)
+        be = backend()
+        current = be.get_device()
+        ordinal = current if device is None else check_device(device)
+        least, greatest = _priority_range(ordinal)
         if not greatest <= priority <= least:
             raise ValueError(f"priority={priority} is out of range [{greatest}, {least}] "
                              f"for device {ordinal} (lower numbers are higher priority)")
-        be = backend()
-        with using_device(ordinal):
+        if ordinal == current:
             handle = be.stream_create(non_blocking, priority)
+        else:
+            with using_device(ordinal):
+                handle = be.stream_create(non_blocking, priority)
         self._setup(be, handle, ordinal, options, owner=None)
         self._finalizer = weakref.finalize(self, _destroy, be, handle)
 
@@ -99,6 +119,8 @@ class RocmStream:
         self._finalizer = None
         self._key = (be.name, device, handle)
         self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
+        self._launches: dict[tuple, Any] = {}  # kernel launches configured on this stream
+        self._proxy: Any = None  # the weak proxy those launches hold
 
     @classmethod
     def _borrow(cls, handle: int, owner: object, device: int | None = None) -> "RocmStream":
@@ -208,7 +230,9 @@ class RocmStream:
 
         Only the runtime's not-ready answer maps to False; any other failure raises.
         """
-        handle = self._live()
+        handle = self._handle
+        if handle is None:
+            self._live()
         return self._backend.stream_query(handle)
 
     def synchronize(self) -> None:
@@ -221,9 +245,12 @@ class RocmStream:
         SynchronizeError
             Work on the stream failed.
         """
-        handle = self._live()
+        handle = self._handle
+        if handle is None:
+            self._live()
         self._backend.stream_synchronize(handle)
-        self._raise_callback_error()
+        if self._callback_errors:
+            self._raise_callback_error()
 
     def _raise_callback_error(self) -> None:
         if self._callback_errors:
@@ -296,6 +323,7 @@ class RocmStream:
             return
         self._handle = None
         self._owner = None
+        self._launches.clear()
         if self._finalizer is not None:
             self._finalizer()
 

@@ -414,7 +414,7 @@ def _shim_rows() -> list[tuple[str, str]]:
 def _hip_functions_called() -> set[str]:
     """Every hip<Name> the backend calls: _call("Name") in runtime.py, call("Name") in hip.py."""
     from rocmstreams.backends.hip import _adapter
-    names = set(re.findall(r'_call\("(\w+)"', (BACKENDS / "runtime.py").read_text()))
+    names = set(re.findall(r'_(?:call|fn)\("(\w+)"', (BACKENDS / "runtime.py").read_text()))
     names |= set(re.findall(r'call\("(\w+)"', (BACKENDS / "hip.py").read_text()))
     hip = pytest.importorskip("rocm.bindings.hip")
     adapter = _adapter(hip)

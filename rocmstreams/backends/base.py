@@ -6,12 +6,30 @@ binding's own handle types and never branch on the backend.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, Protocol, Sequence
 
 #: Handle of the legacy default (NULL) stream on every backend.
 LEGACY_STREAM = 0
 #: Handle of the per-thread default stream (``cudaStreamPerThread`` / ``hipStreamPerThread``).
 PER_THREAD_STREAM = 2
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(py_func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(py_func)
+
+
+def check_kernel_arguments(dispatcher: Any, args: Sequence[Any]) -> None:
+    """Raise TypeError, before anything is queued, when ``args`` do not fit the kernel."""
+    py_func = getattr(dispatcher, "py_func", None)
+    if py_func is None:
+        return
+    try:
+        _signature(py_func).bind(*args)
+    except TypeError as exc:
+        raise TypeError(f"kernel {py_func.__name__}: {exc}; nothing was launched") from None
 
 
 class Backend(Protocol):
@@ -67,7 +85,15 @@ class Backend(Protocol):
         """The ``numba.cuda``-dialect module kernels are compiled with on this backend."""
     def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
                       sharedmem: int, args: Sequence[Any]) -> None:
-        """Launch a Numba kernel (a ``@cuda.jit`` dispatcher) on ``stream``."""
+        """Launch a Numba kernel (a ``@cuda.jit`` dispatcher) on ``stream`` through Numba."""
+    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
+        """The launcher of a kernel, ``launcher(stream, args, config)`` with ``config`` as
+        ``(gx, gy, gz, bx, by, bz, sharedmem)``.
+
+        It may prepare launches (types resolved once per signature, arguments packed into a
+        reused buffer); its results equal :meth:`launch_kernel`'s, and what it cannot prepare
+        goes there.
+        """
 
     # bookkeeping
     def live_handles(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import (BackendUnavailableError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, SynchronizeError)
-from .base import LEGACY_STREAM, PER_THREAD_STREAM
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, check_kernel_arguments
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
@@ -333,10 +333,17 @@ class CpuBackend:
         from numba import cuda
         return cuda
 
+    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
+        """The simulator has no launch to prepare: every launch goes to :meth:`launch_kernel`."""
+        def launch(stream: int, args: tuple, config: tuple) -> None:
+            self.launch_kernel(dispatcher, config[:3], config[3:6], stream, config[6], args)
+        return launch
+
     def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
                       sharedmem: int, args: Sequence[Any]) -> None:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
+        check_kernel_arguments(dispatcher, args)
         fake = [FakeCUDAArray(a) if isinstance(a, np.ndarray) else a
                 for a in (_as_host_view(a) for a in args)]
 

@@ -6,6 +6,7 @@ import sys
 from typing import Any, Callable
 
 from ..errors import BackendUnavailableError, RocmStreamsError
+from .prepared import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
 
 __all__ = ["load", "numba_cuda"]
@@ -71,6 +72,38 @@ def _driver_launch_host_func(runtime: Any) -> Callable[[int, int, int], tuple]:
     return launch
 
 
+def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
+    """Prepared launches through the driver's cuLaunchKernel (cuda.bindings.driver).
+
+    numba-cuda loads kernels through cuda.core, whose handle (a CUkernel or CUfunction) the
+    driver launches as a CUfunction on the current context. Runtime stream handles are driver
+    handles; the legacy default stream is CU_STREAM_LEGACY.
+    """
+    from cuda.bindings import driver
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    from ..memory import DeviceArray
+
+    success = driver.CUresult.CUDA_SUCCESS
+    legacy = int(driver.CU_STREAM_LEGACY)
+
+    def function(kernel: Any) -> Any:
+        return driver.CUfunction(int(kernel._codelibrary.get_cufunc().handle))
+
+    def stream(handle: int) -> Any:
+        return driver.CUstream(handle or legacy)
+
+    def error(status: Any, what: str) -> BaseException:
+        _, name = driver.cuGetErrorName(status)
+        _, message = driver.cuGetErrorString(status)
+        return backend.launch_failed(int(status), what + " in the driver",
+                                     name=name.decode() if name else None,
+                                     message=message.decode() if message else None)
+
+    return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
+                        stream=stream, error=error, array_types=(DeviceArray, DeviceNDArray))
+
+
 def _adapter(runtime: Any) -> RuntimeAdapter:
     err = runtime.cudaError_t
     return RuntimeAdapter(
@@ -87,7 +120,7 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         legacy_stream=int(runtime.cudaStreamLegacy),
         host_alloc="HostAlloc", host_free="FreeHost", error_enum=err, device_name=_device_name,
         format_version=_version, kernels=NumbaKernels(numba_cuda),
-        launch_host_func=_driver_launch_host_func(runtime))
+        launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver)
 
 
 def load() -> RuntimeBackend:

@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 
 from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
-from .base import LEGACY_STREAM, PER_THREAD_STREAM
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, check_kernel_arguments
+from .prepared import KernelDriver, PreparedLauncher
 
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "NumbaKernels", "capture_codes"]
 
@@ -167,6 +168,9 @@ class RuntimeAdapter:
     #: ``(stream, function address, key) -> (status,)`` where the binding's own
     #: ``<prefix>LaunchHostFunc`` must not be used; None uses it.
     launch_host_func: Callable[[int, int, int], tuple] | None = None
+    #: Builds the driver calls of prepared kernel launches for a backend; None launches every
+    #: kernel through the Numba module's own launch.
+    kernel_driver: Callable[["RuntimeBackend"], KernelDriver] | None = None
 
 
 class RuntimeBackend:
@@ -183,8 +187,24 @@ class RuntimeBackend:
         self.name = adapter.name
         self._lock = threading.Lock()
         self._live = {"streams": 0, "events": 0, "allocations": 0}
+        self._bound: dict[str, Callable[..., tuple]] = {}
+        self._success = adapter.error_enum(_SUCCESS)
+        self._kernel_driver: KernelDriver | None = None
+        self._launchers: dict[tuple[Any, int], Callable[[int, tuple, tuple], None]] = {}
+        self._priority_ranges: dict[int, tuple[int, int]] = {}
 
     # ---- the choke point ---------------------------------------------------------------------
+    def _fn(self, fn: str) -> Callable[..., tuple]:
+        """The binding's ``<prefix><fn>``, looked up once."""
+        try:
+            return self._bound[fn]
+        except KeyError:
+            func = self._bound[fn] = getattr(self._a.binding, self._a.prefix + fn)
+            return func
+        except AttributeError:  # __init__ not run: an offline test's bare instance
+            self._bound = {}
+            return self._fn(fn)
+
     def _call(self, fn: str, *args: Any) -> tuple:
         """Call ``<prefix><fn>(*args)``; a symbol the loaded library lacks becomes our error."""
         func = getattr(self._a.binding, self._a.prefix + fn)
@@ -198,9 +218,8 @@ class RuntimeBackend:
 
     def _check(self, result: tuple, error_class: type[RocmStreamsError], what: str) -> Any:
         """Return a call's values (None, one value, or a tuple); raise on any non-success."""
-        code = int(result[0])
-        if code != _SUCCESS:
-            raise self._error(code, error_class, what)
+        if result[0] is not self._success and int(result[0]) != _SUCCESS:
+            raise self._error(int(result[0]), error_class, what)
         values = result[1:]
         if not values:
             return None
@@ -260,10 +279,6 @@ class RuntimeBackend:
         return int(self._check(self._call("GetDeviceCount"), RocmStreamsError,
                                "could not count the GPUs"))
 
-    def get_device(self) -> int:
-        return int(self._check(self._call("GetDevice"), RocmStreamsError,
-                               "could not read the current device"))
-
     def set_device(self, ordinal: int) -> None:
         self._check(self._call("SetDevice", ordinal), RocmStreamsError,
                     f"could not make device {ordinal} current")
@@ -277,6 +292,12 @@ class RuntimeBackend:
         least, greatest = self._check(self._call("DeviceGetStreamPriorityRange"),
                                       RocmStreamsError, "could not read the stream priority range")
         return int(least), int(greatest)
+
+    def get_device(self) -> int:
+        result = self._fn("GetDevice")()
+        if result[0] is not self._success:
+            self._check(result, RocmStreamsError, "could not read the current device")
+        return int(result[1])
 
     def versions(self) -> dict[str, str]:
         a = self._a
@@ -297,27 +318,38 @@ class RuntimeBackend:
     # ---- streams -----------------------------------------------------------------------------
     def stream_create(self, non_blocking: bool, priority: int) -> int:
         flags = self._a.stream_non_blocking if non_blocking else 0
-        handle = self._check(self._call("StreamCreateWithPriority", flags, priority),
-                             StreamCreationError,
-                             f"could not create a stream (non_blocking={non_blocking}, "
-                             f"priority={priority})")
+        result = self._fn("StreamCreateWithPriority")(flags, priority)
+        if result[0] is not self._success:
+            self._check(result, StreamCreationError,
+                        f"could not create a stream (non_blocking={non_blocking}, "
+                        f"priority={priority})")
         self._count("streams", 1)
-        return int(handle)
+        return int(result[1])
 
+    # The calls below are the hot paths (benchmarked against the raw binding): the binding's
+    # function is looked up once, success is tested by identity, messages are built on failure.
     def stream_query(self, stream: int) -> bool:
-        return self._ready(self._call("StreamQuery", self._stream(stream)),
-                           f"querying stream {stream:#x} failed")
+        result = self._fn("StreamQuery")(stream or self._a.legacy_stream)
+        if result[0] is self._success:
+            return True
+        return self._ready(result, f"querying stream {stream:#x} failed")
 
     def stream_synchronize(self, stream: int) -> None:
-        self._wait_polling("StreamQuery", self._stream(stream))
-        self._check(self._call("StreamSynchronize", self._stream(stream)), SynchronizeError,
-                    f"waiting for stream {stream:#x} failed: work queued on it raised or faulted")
+        handle = stream or self._a.legacy_stream
+        if not self._a.releases_gil:
+            self._wait_polling("StreamQuery", handle)
+        result = self._fn("StreamSynchronize")(handle)
+        if result[0] is not self._success:
+            self._check(result, SynchronizeError,
+                        f"waiting for stream {stream:#x} failed: work queued on it raised or faulted")
 
     def stream_destroy(self, stream: int) -> None:
         self._a.kernels.forget(stream)
-        self._wait_polling("StreamQuery", self._stream(stream))
-        self._check(self._call("StreamDestroy", self._stream(stream)), RocmStreamsError,
-                    f"could not destroy stream {stream:#x}")
+        if not self._a.releases_gil:
+            self._wait_polling("StreamQuery", self._stream(stream))
+        result = self._fn("StreamDestroy")(stream)
+        if result[0] is not self._success:
+            self._check(result, RocmStreamsError, f"could not destroy stream {stream:#x}")
         self._count("streams", -1)
 
     def stream_wait_event(self, stream: int, event: int) -> None:
@@ -349,11 +381,16 @@ class RuntimeBackend:
         return int(handle)
 
     def event_record(self, event: int, stream: int) -> None:
-        self._check(self._call("EventRecord", event, self._stream(stream)), RocmStreamsError,
-                    f"could not record event {event:#x} on stream {stream:#x}")
+        result = self._fn("EventRecord")(event, stream or self._a.legacy_stream)
+        if result[0] is not self._success:
+            self._check(result, RocmStreamsError,
+                        f"could not record event {event:#x} on stream {stream:#x}")
 
     def event_query(self, event: int) -> bool:
-        return self._ready(self._call("EventQuery", event), f"querying event {event:#x} failed")
+        result = self._fn("EventQuery")(event)
+        if result[0] is self._success:
+            return True
+        return self._ready(result, f"querying event {event:#x} failed")
 
     def event_synchronize(self, event: int) -> None:
         self._wait_polling("EventQuery", event)
@@ -440,8 +477,33 @@ class RuntimeBackend:
     def numba_module(self) -> Any:
         return self._a.kernels.module()
 
+    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
+        """The launcher of ``dispatcher`` on the current device: prepared where the binding
+        allows it (see prepared.py), else Numba's own launch; made once and kept."""
+        key = (dispatcher, self.get_device())
+        launcher = self._launchers.get(key)
+        if launcher is not None:
+            return launcher
+
+        def numba_launch(stream: int, args: Sequence[Any], config: tuple) -> None:
+            self.launch_kernel(dispatcher, config[:3], config[3:6], stream, config[6], args)
+
+        if self._a.kernel_driver is None:
+            launcher = numba_launch
+        else:
+            if self._kernel_driver is None:
+                self._kernel_driver = self._a.kernel_driver(self)
+            launcher = PreparedLauncher(dispatcher, self._kernel_driver, numba_launch)
+        return self._launchers.setdefault(key, launcher)
+
+    def launch_failed(self, code: int, what: str, name: str | None = None,
+                      message: str | None = None) -> RocmStreamsError:
+        """The error for a kernel launch the runtime or driver refused with ``code``."""
+        return self._error(code, RocmStreamsError, what, name=name, message=message)
+
     def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
                       sharedmem: int, args: Sequence[Any]) -> None:
+        check_kernel_arguments(dispatcher, args)
         # configure(), not [], so that a patched __getitem__ does not route this launch back here
         launch = dispatcher.configure(griddim, blockdim, self._a.kernels.stream(stream), sharedmem)
         try:

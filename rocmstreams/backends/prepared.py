@@ -1,0 +1,266 @@
+"""Prepared launches of Numba kernels: types resolved once per signature, arguments packed into a
+reused buffer, the compiled function launched straight through the driver.
+
+Numba's own launch types every argument, wraps every array, builds a launch configuration and
+converts every value on every call, which costs several times the driver's launch itself. A
+:class:`PreparedLauncher` serves one kernel on any stream, grid and block. The first
+call with a new combination of argument types goes through Numba's own launch (which compiles the
+specialization if needed); the launcher then prepares that specialization:
+
+- the compiled function, taken from the overload Numba launched;
+- a parameter buffer laid out by Numba's kernel ABI: each array expands to meminfo, parent,
+  nitems, itemsize, data pointer, shape..., strides... (all pointer-sized), each scalar is one
+  parameter of the kernel's own argument type, a complex number two;
+- generated code that checks the arguments still match and packs them with one ``pack_into``.
+
+Later calls with the same argument types pack and launch; anything the prepared code does not
+take (an array of another type, a scalar out of range of its parameter, an argument kind it does
+not prepare) goes back to Numba's launch, never to a launch with wrong arguments.
+
+Arrays on the prepared path are rocmstreams ``DeviceArray`` and Numba device arrays. Their
+address, shape and strides never change, so each array's ABI values are computed once and kept on
+it. Other CUDA-Array-Interface objects (CuPy, PyTorch) go through Numba's launch, which also honours
+their interface's stream synchronization.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["KernelDriver", "PreparedLauncher", "ABI_ATTRIBUTE"]
+
+#: Attribute an array carries its cached ``(numba type, ABI values)`` under.
+ABI_ATTRIBUTE = "_rocmstreams_abi"
+#: At most this many prepared specializations per combination of Python argument types.
+_MAX_SPECIALIZATIONS = 8
+
+# Scalar parameter formats, each in its own 8-byte slot: (struct code, padding bytes).
+_SCALARS = {
+    "int8": ("b", 7), "uint8": ("B", 7), "int16": ("h", 6), "uint16": ("H", 6),
+    "int32": ("i", 4), "uint32": ("I", 4), "int64": ("q", 0), "uint64": ("Q", 0),
+    "float32": ("f", 4), "float64": ("d", 0), "bool": ("?", 7),
+}
+_COMPLEX = {"complex64": ("f", 4), "complex128": ("d", 0)}
+_SCALAR_TYPES = (int, float, bool, complex, np.integer, np.floating, np.bool_,
+                 np.complexfloating)
+
+
+@dataclass(frozen=True)
+class KernelDriver:
+    """What a runtime backend gives the prepared path.
+
+    ``launch(function, gx, gy, gz, bx, by, bz, shared, stream, params, extra)`` is the driver's
+    launch call, returning a tuple whose first item is its status; ``success`` is the status
+    object of success (compared with ``is``); ``function(kernel)`` the launchable function of a
+    compiled Numba kernel on the current device; ``stream(handle)`` the object ``launch`` takes
+    for a stream handle; ``error(status, what)`` the exception to raise for a failed launch;
+    ``array_types`` the array classes whose ABI values may be cached on them.
+    """
+
+    launch: Callable[..., tuple]
+    success: Any
+    function: Callable[[Any], Any]
+    stream: Callable[[int], Any]
+    error: Callable[[Any, str], BaseException]
+    array_types: tuple[type, ...]
+
+
+class _Unpreparable(Exception):
+    """This specialization takes an argument kind the prepared path does not pack."""
+
+
+def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...]]:
+    """``(numba type, ABI values)`` of a device array, from its CUDA Array Interface."""
+    cai = array.__cuda_array_interface__
+    shape = tuple(int(n) for n in cai["shape"])
+    itemsize = np.dtype(cai["typestr"]).itemsize
+    strides = cai.get("strides")
+    if strides is None:
+        strides, step = [], itemsize
+        for n in reversed(shape):
+            strides.append(step)
+            step *= n
+        strides.reverse()
+    nitems = 1
+    for n in shape:
+        nitems *= n
+    return numba_type, (0, 0, nitems, itemsize, int(cai["data"][0]), *shape,
+                        *(int(s) for s in strides))
+
+
+class PreparedLauncher:
+    """Launches one kernel on any stream and configuration: ``launcher(handle, args, config)``.
+
+    ``config`` is ``(gx, gy, gz, bx, by, bz, sharedmem)``: grid, block and dynamic shared memory.
+
+    Parameters
+    ----------
+    dispatcher : numba dispatcher
+        The ``@cuda.jit`` kernel.
+    driver : KernelDriver
+        The backend's driver calls.
+    numba_launch : callable
+        ``numba_launch(stream handle, args, config)`` launches through Numba's own path.
+    """
+
+    def __init__(self, dispatcher: Any, driver: KernelDriver,
+                 numba_launch: Callable[[int, Sequence[Any], tuple], None]) -> None:
+        self.dispatcher = dispatcher
+        self._driver = driver
+        self._numba_launch = numba_launch
+        self._families: dict[tuple[type, ...], list[Callable[[int, tuple, tuple], bool]]] = {}
+        self._closed_families: set[tuple[type, ...]] = set()
+        self._prepared: set[tuple[Any, ...]] = set()  # Numba types of prepared signatures
+        self._lock = threading.Lock()
+
+    @property
+    def specializations(self) -> int:
+        """How many argument signatures have a prepared launch."""
+        return sum(len(f) for f in self._families.values())
+
+    def __call__(self, handle: int, args: tuple, config: tuple) -> None:
+        family = self._families.get(tuple(map(type, args)))
+        if family is not None:
+            for run in family:
+                if run(handle, args, config):
+                    return
+        self._numba_launch(handle, args, config)
+        self._learn(args)
+
+    # ---- preparing ---------------------------------------------------------------------------
+    def _learn(self, args: tuple) -> None:
+        """After Numba launched ``args``, prepare the specialization it used, if it can be."""
+        key = tuple(map(type, args))
+        if key in self._closed_families:
+            return
+        family = self._families.get(key, [])
+        if len(family) >= _MAX_SPECIALIZATIONS:
+            return
+        try:
+            observed = self._observe(args)
+            if observed in self._prepared:
+                return  # prepared, but these values did not fit it (e.g. an int out of range)
+            run = self._prepare(args, observed)
+        except _Unpreparable:
+            if not family:
+                self._closed_families.add(key)
+            return
+        self._prepared.add(observed)
+        self._families[key] = family + [run]
+
+    def _overload(self, arg_types: tuple[Any, ...]) -> Any:
+        """The compiled kernel Numba launched for arguments of these types."""
+        d = self.dispatcher
+        if getattr(d, "_launch_config_sensitive", False):
+            raise _Unpreparable("the kernel depends on its launch configuration")
+        kernel = d.overloads.get(arg_types)
+        if kernel is None and len(d.overloads) == 1 and not getattr(d, "_can_compile", True):
+            kernel = next(iter(d.overloads.values()))  # explicit signature, converted arguments
+        if kernel is None:
+            raise _Unpreparable("no overload matches the argument types exactly")
+        if kernel.debug or kernel.cooperative or kernel.extensions:
+            raise _Unpreparable("debug, cooperative or extension-marshalled kernel")
+        return kernel
+
+    def _observe(self, args: tuple) -> tuple[Any, ...]:
+        """The Numba types of ``args``, as Numba's dispatch sees them."""
+        observed = []
+        for a in args:
+            if not isinstance(a, self._driver.array_types + _SCALAR_TYPES):
+                raise _Unpreparable(f"{type(a).__name__} arguments take Numba's launch")
+            observed.append(self.dispatcher.typeof_pyval(a))
+        return tuple(observed)
+
+    def _prepare(self, args: tuple,
+                 observed: tuple[Any, ...]) -> Callable[[int, tuple, tuple], bool]:
+        d, driver = self.dispatcher, self._driver
+        kernel = self._overload(observed)
+        params = list(kernel.argument_types)
+        if len(params) != len(args):
+            raise _Unpreparable("argument count differs from the kernel's")
+
+        fmt, values, checks, namespace = ["<"], [], [], {}
+        for i, (a, param, seen) in enumerate(zip(args, params, observed)):
+            name = f"a{i}"
+            kind = getattr(param, "name", str(param))
+            if isinstance(a, driver.array_types):
+                if type(param).__name__ != "Array":
+                    raise _Unpreparable(f"array passed for a {param} parameter")
+                ndim = param.ndim
+                fmt.append("qqqqQ" + "q" * (2 * ndim))
+                namespace[f"T{i}"] = seen
+                checks.append(
+                    f"    m{i} = getattr({name}, ABI, None)\n"
+                    f"    if m{i} is None:\n"
+                    f"        m{i} = abi({name})\n"
+                    f"    if m{i}[0] is not T{i}:\n"
+                    f"        return False\n")
+                values.append(f"*m{i}[1]")
+            elif kind in _SCALARS and not isinstance(a, (complex, np.complexfloating)):
+                code, pad = _SCALARS[kind]
+                fmt.append(code + "x" * pad)
+                values.append(name)
+            elif kind in _COMPLEX and isinstance(a, _SCALAR_TYPES):
+                code, pad = _COMPLEX[kind]
+                fmt.append((code + "x" * pad) * 2)
+                values.append(f"{name}.real, {name}.imag")
+            else:
+                raise _Unpreparable(f"parameter of type {param} is not prepared")
+
+        layout = struct.Struct("".join(fmt))
+        nslots = layout.size // 8
+        buffer = bytearray(layout.size)
+        raw = (ctypes.c_char * layout.size).from_buffer(buffer)
+        base = ctypes.addressof(raw)
+        pointers = (ctypes.c_void_p * nslots)(*(base + 8 * k for k in range(nslots)))
+        cufunc = driver.function(kernel)
+        streams: dict[int, Any] = {}
+
+        def stream_of(handle: int) -> Any:
+            obj = streams[handle] = driver.stream(handle)
+            return obj
+
+        name = getattr(d, "__name__", "kernel")
+        namespace.update(
+            ABI=ABI_ATTRIBUTE, abi=self._abi_maker(), pack=layout.pack_into, buf=buffer,
+            keep=(raw, pointers), params=ctypes.addressof(pointers), func=cufunc,
+            launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
+            lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
+            what=f"launching {name}")
+        unpack = "".join(f"a{i}, " for i in range(len(args)))
+        source = (
+            "def run(handle, args, config):\n"
+            + (f"    {unpack}= args\n" if args else "")
+            + "".join(checks) +
+            "    s = streams.get(handle)\n"
+            "    if s is None:\n"
+            "        s = stream_of(handle)\n"
+            "    with lock:\n"
+            "        try:\n"
+            f"            pack(buf, 0, {', '.join(values)})\n"
+            "        except pack_errors:\n"
+            "            return False\n"
+            "        status = launch(func, *config, s, params, 0)[0]\n"
+            "    if status is not ok:\n"
+            "        raise fail(status, f'{what} with grid {config[:3]}, block {config[3:6]}')\n"
+            "    return True\n")
+        exec(compile(source, f"<rocmstreams prepared launch of {name}>", "exec"), namespace)
+        return namespace["run"]
+
+    def _abi_maker(self) -> Callable[[Any], tuple[Any, tuple[int, ...]]]:
+        typeof = self.dispatcher.typeof_pyval
+
+        def abi(array: Any) -> tuple[Any, tuple[int, ...]]:
+            found = _array_abi(array, typeof(array))
+            try:
+                setattr(array, ABI_ATTRIBUTE, found)
+            except AttributeError:
+                pass
+            return found
+
+        return abi

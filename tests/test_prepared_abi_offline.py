@@ -1,0 +1,191 @@
+"""The prepared launch path against a recording driver: the parameters it packs are Numba's kernel
+ABI, value for value, and anything it cannot take goes to Numba's launch. Runs without a GPU."""
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pytest
+from numba.core import types
+
+import rocmstreams as rs
+from rocmstreams.backends.prepared import ABI_ATTRIBUTE, KernelDriver, PreparedLauncher
+
+CONFIG = (4, 1, 1, 128, 1, 1, 0)
+OK, FAILED = object(), object()
+
+
+@dataclass
+class Kernel:
+    argument_types: tuple
+    debug: bool = False
+    cooperative: bool = False
+    extensions: tuple = ()
+
+
+@dataclass
+class Dispatcher:
+    """What the prepared path reads of a numba-cuda dispatcher."""
+
+    overloads: dict = field(default_factory=dict)
+    _can_compile: bool = True
+    _launch_config_sensitive: bool = False
+
+    def typeof_pyval(self, value):
+        if isinstance(value, rs.DeviceArray):
+            return types.Array(numba.from_dtype(value.dtype), value.ndim, "C")
+        return numba.typeof(value)
+
+
+@dataclass
+class Driver:
+    """Records each launch with the raw 8-byte slots its parameter pointers point at."""
+
+    nslots: dict = field(default_factory=dict)  # function token -> parameter count
+    launches: list = field(default_factory=list)
+    status: object = OK
+
+    def launch(self, func, gx, gy, gz, bx, by, bz, shm, stream, params, extra):
+        n = self.nslots[func]
+        pointers = (ctypes.c_void_p * n).from_address(params) if n else []
+        slots = [ctypes.string_at(p, 8) for p in pointers]
+        self.launches.append(((gx, gy, gz, bx, by, bz, shm), stream, slots))
+        return (self.status,)
+
+
+def make(dispatcher, kernel_slots):
+    driver = Driver()
+    numba_calls = []
+
+    def function(kernel):
+        token = object()
+        driver.nslots[token] = kernel_slots[id(kernel)]
+        return token
+
+    kd = KernelDriver(launch=driver.launch, success=OK, function=function,
+                      stream=lambda h: ("stream", h),
+                      error=lambda status, what: RuntimeError(f"refused: {what}"),
+                      array_types=(rs.DeviceArray,))
+    launcher = PreparedLauncher(dispatcher, kd,
+                                lambda h, args, config: numba_calls.append((h, args, config)))
+    return launcher, driver, numba_calls
+
+
+def q(v):
+    return struct.pack("<q", v)
+
+
+def array_abi(a):
+    slots = [0, 0, a.size, a.dtype.itemsize, a.ptr, *a.shape, *a.strides]
+    return [struct.pack("<Q" if i == 4 else "<q", v) for i, v in enumerate(slots)]
+
+
+@pytest.fixture
+def saxpy_like():
+    """A kernel ``(out: float32[:, :] C, a: float32, n: int64)`` compiled for those types."""
+    sig = (types.Array(types.float32, 2, "C"), types.float32, types.int64)
+    kernel = Kernel(sig)
+    d = Dispatcher(overloads={sig: kernel})
+    return d, kernel, 5 + 2 * 2 + 2
+
+
+def test_first_call_goes_through_numba_then_launches_pack_numbas_abi(saxpy_like, rng):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots})
+    out = rs.empty((6, 7), np.float32)
+    a = np.float32(rng.standard_normal())
+    launcher(0x50, (out, a, 12345), CONFIG)
+    assert len(numba_calls) == 1 and not driver.launches
+    launcher(0x50, (out, a, -7), CONFIG)
+    assert len(numba_calls) == 1
+    config, stream, slots = driver.launches[-1]
+    assert config == CONFIG and stream == ("stream", 0x50)
+    assert slots[:9] == array_abi(out)
+    assert slots[9] == struct.pack("<f", a) + bytes(4)
+    assert slots[10] == q(-7)
+    assert getattr(out, ABI_ATTRIBUTE)[1][4] == out.ptr
+
+
+def test_each_call_packs_its_own_array(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots})
+    first, second = rs.empty((2, 3), np.float32), rs.empty((5, 4), np.float32)
+    launcher(1, (first, np.float32(1), 1), CONFIG)
+    launcher(1, (second, np.float32(1), 1), CONFIG)
+    launcher(1, (first, np.float32(1), 1), CONFIG)
+    assert [s[:9] for _, _, s in driver.launches] == [array_abi(second), array_abi(first)]
+
+
+def test_an_array_of_another_type_goes_to_numba_and_then_has_its_own_specialization(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    sig64 = (types.Array(types.float64, 2, "C"), types.float32, types.int64)
+    kernel64 = Kernel(sig64)
+    d.overloads[sig64] = kernel64
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots, id(kernel64): nslots})
+    f32, f64 = rs.empty((2, 2), np.float32), rs.empty((2, 2), np.float64)
+    launcher(1, (f32, np.float32(1), 1), CONFIG)
+    launcher(1, (f64, np.float32(1), 1), CONFIG)
+    assert len(numba_calls) == 2 and launcher.specializations == 2
+    launcher(1, (f64, np.float32(1), 1), CONFIG)
+    launcher(1, (f32, np.float32(1), 1), CONFIG)
+    assert len(numba_calls) == 2
+    assert [s[:9] for _, _, s in driver.launches] == [array_abi(f64), array_abi(f32)]
+
+
+def test_an_int_beyond_its_parameter_goes_to_numba_and_is_not_truncated(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots})
+    out = rs.empty((1, 1), np.float32)
+    launcher(1, (out, np.float32(1), 1), CONFIG)
+    launcher(1, (out, np.float32(1), 2**63), CONFIG)
+    assert len(numba_calls) == 2 and numba_calls[-1][1][2] == 2**63
+    assert not driver.launches and launcher.specializations == 1
+
+
+def test_arguments_it_does_not_prepare_always_take_numbas_launch(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots})
+    host = np.zeros((2, 2), np.float32)  # a host array: Numba copies it in and out
+    for _ in range(3):
+        launcher(1, (host, np.float32(1), 1), CONFIG)
+    assert len(numba_calls) == 3 and not driver.launches
+
+
+def test_debug_kernels_are_never_prepared(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    kernel.debug = True  # Numba checks its exception flag after every launch
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots})
+    out = rs.empty((1, 1), np.float32)
+    for _ in range(3):
+        launcher(1, (out, np.float32(1), 1), CONFIG)
+    assert len(numba_calls) == 3 and not driver.launches
+
+
+def test_a_refused_launch_raises_and_the_next_one_launches(saxpy_like):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots})
+    out = rs.empty((1, 1), np.float32)
+    launcher(1, (out, np.float32(1), 1), CONFIG)
+    driver.status = FAILED
+    with pytest.raises(RuntimeError, match=r"refused: launching \w+ with grid \(4, 1, 1\)"):
+        launcher(1, (out, np.float32(1), 1), CONFIG)
+    driver.status = OK
+    launcher(1, (out, np.float32(2), 3), CONFIG)
+    assert driver.launches[-1][2][10] == q(3)
+
+
+def test_complex_and_bool_parameters_take_numbas_slots():
+    sig = (types.complex128, types.boolean, types.complex64)
+    kernel = Kernel(sig)
+    d = Dispatcher(overloads={sig: kernel})
+    launcher, driver, _ = make(d, {id(kernel): 5})
+    z, w = complex(1.5, -2.5), np.complex64(3 - 4j)
+    launcher(1, (z, True, w), CONFIG)
+    launcher(1, (z, True, w), CONFIG)
+    slots = driver.launches[-1][2]
+    assert slots[0] == struct.pack("<d", 1.5) and slots[1] == struct.pack("<d", -2.5)
+    assert slots[2][:1] == b"\x01"
+    assert slots[3][:4] == struct.pack("<f", 3) and slots[4][:4] == struct.pack("<f", -4)
