@@ -16,33 +16,26 @@ import weakref
 from typing import Any, Callable
 
 from .backends import LEGACY_STREAM, Backend
+from .backends.base import KernelLauncher
 from .device import using_device
-from .errors import StreamClosedError
 from .stream import RocmStream
 
 __all__ = ["KernelLaunch", "install"]
 
-_CLOSED = "the launch stream is closed; configure the kernel on an open RocmStream"
-
-
-Launcher = Callable[[int, tuple, tuple], None]
 #: A stream keeps at most this many configured launches (grids that vary call after call would
 #: otherwise pile up); past it, the oldest half is dropped.
 _KEPT_LAUNCHES = 256
 
 
-def _launch_on(launcher: Launcher, stream: Any, config: tuple, *args: Any) -> None:
-    try:
-        handle = stream._handle
-    except ReferenceError:  # the stream was collected; its handle was destroyed with it
-        handle = None
-    if handle is None:
-        raise StreamClosedError(_CLOSED)
-    launcher(handle, args, config)
+class _LegacyStream:
+    """The legacy default stream, as launchers read a stream."""
+
+    _handle = LEGACY_STREAM
 
 
-def _launch_and_wait(backend: Backend, launcher: Launcher, config: tuple, *args: Any) -> None:
-    launcher(LEGACY_STREAM, args, config)
+def _launch_and_wait(backend: Backend, launcher: KernelLauncher, config: tuple,
+                     *args: Any) -> None:
+    launcher.launch_on(_LegacyStream, config, *args)
     backend.stream_synchronize(LEGACY_STREAM)
 
 
@@ -64,23 +57,23 @@ class KernelLaunch(functools.partial):
 
     def __repr__(self) -> str:
         name = getattr(self.dispatcher, "__name__", type(self.dispatcher).__name__)
-        stream = self.args[1]
+        stream = self.args[0] if self.func is not _launch_and_wait else None
         try:
-            shown = (repr(stream) if self.func is _launch_on
+            shown = (repr(stream) if self.func is not _launch_and_wait
                      else "legacy default stream, synchronous")
         except ReferenceError:
             shown = "<collected RocmStream>"
         return f"<KernelLaunch {name}[{self.griddim}, {self.blockdim}, {shown}]>"
 
 
-def _kernel_launch(fn: Callable[..., None], first: Any, second: Any, dispatcher: Any,
-                   griddim: Any, blockdim: Any, sharedmem: Any) -> KernelLaunch:
+def _kernel_launch(fn: Callable[..., None], bound: tuple, dispatcher: Any, griddim: Any,
+                   blockdim: Any, sharedmem: Any) -> KernelLaunch:
     """Check the configuration (before anything is queued) and bind it to its launcher."""
     from numba.cuda.errors import normalize_kernel_dimensions
     griddim, blockdim = normalize_kernel_dimensions(griddim, blockdim)
     if isinstance(sharedmem, bool) or not isinstance(sharedmem, int) or sharedmem < 0:
         raise ValueError(f"dynamic shared memory must be a non-negative int, got {sharedmem!r}")
-    launch = KernelLaunch(fn, first, second, (*griddim, *blockdim, sharedmem))
+    launch = KernelLaunch(fn, *bound, (*griddim, *blockdim, sharedmem))
     launch.dispatcher, launch.griddim, launch.blockdim = dispatcher, griddim, blockdim
     launch.sharedmem = sharedmem
     return launch
@@ -96,7 +89,8 @@ def _on_stream(backend: Backend, dispatcher: Any, config: tuple,
     proxy = stream._proxy
     if proxy is None:
         proxy = stream._proxy = weakref.proxy(stream)
-    launch = _kernel_launch(_launch_on, launcher, proxy, dispatcher, config[0], config[1], shared)
+    launch = _kernel_launch(launcher.launch_on, (proxy,), dispatcher, config[0], config[1],
+                            shared)
     kept = stream._launches
     if len(kept) >= _KEPT_LAUNCHES:
         for key in list(kept)[:_KEPT_LAUNCHES // 2]:
@@ -117,28 +111,24 @@ def install(backend: Backend) -> None:
     route_all = backend.name == "cpu"
 
     def __getitem__(self: Any, config: Any) -> Any:
-        if type(config) is tuple:
+        try:  # the hot path: a launch configured on this stream before
+            if len(config) == 3 and type(config) is tuple:
+                return config[2]._launches[self, config[0], config[1]]
+        except (AttributeError, KeyError, TypeError):
+            pass
+        if type(config) is tuple and 2 <= len(config) <= 4:
             n = len(config)
-            if n == 3:
-                stream = config[2]
-                if type(stream) is RocmStream:
+            stream = config[2] if n > 2 else None
+            if isinstance(stream, RocmStream):
+                if n == 4:
                     try:
-                        return stream._launches[(self, config[0], config[1])]
+                        return stream._launches[self, *config[:2], config[3]]
                     except (KeyError, TypeError):
-                        return _on_stream(backend, self, config, stream)
-            if 2 <= n <= 4:
-                stream = config[2] if n > 2 else None
-                if isinstance(stream, RocmStream):
-                    if n == 4:
-                        try:
-                            return stream._launches[(self, *config[:2], config[3])]
-                        except (KeyError, TypeError):
-                            pass
-                    return _on_stream(backend, self, config, stream)
-                if route_all:
-                    return _kernel_launch(_launch_and_wait, backend,
-                                          backend.kernel_launcher(self), self, config[0],
-                                          config[1], config[3] if n > 3 else 0)
+                        pass
+                return _on_stream(backend, self, config, stream)
+            if route_all:
+                return _kernel_launch(_launch_and_wait, (backend, backend.kernel_launcher(self)),
+                                      self, config[0], config[1], config[3] if n > 3 else 0)
         return original(self, config)
 
     cls._rocmstreams_original_getitem = original

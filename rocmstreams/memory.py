@@ -73,6 +73,7 @@ class DeviceArray:
         self = object.__new__(cls)
         self._ptr, self._shape, self._dtype = ptr, shape, dtype
         self._device, self._keepalive = device, keepalive
+        self._rocmstreams_abi = None
         return self
 
     @property

@@ -32,6 +32,35 @@ def check_kernel_arguments(dispatcher: Any, args: Sequence[Any]) -> None:
         raise TypeError(f"kernel {py_func.__name__}: {exc}; nothing was launched") from None
 
 
+CLOSED_LAUNCH_STREAM = "the launch stream is closed; configure the kernel on an open RocmStream"
+
+
+class KernelLauncher:
+    """Launches one kernel: ``launch_on(stream, config, *args)``.
+
+    ``stream`` is any object whose ``_handle`` is the stream handle, None once closed (a
+    RocmStream, or a weak proxy of one); ``config`` is ``(gx, gy, gz, bx, by, bz, sharedmem)``.
+
+    Parameters
+    ----------
+    launch : callable
+        ``launch(handle, args, config)``: the backend's launch through the Numba module.
+    """
+
+    def __init__(self, launch: Callable[[int, tuple, tuple], None]) -> None:
+        self._launch = launch
+
+    def launch_on(self, stream: Any, config: tuple, *args: Any) -> None:
+        try:
+            handle = stream._handle
+        except ReferenceError:  # a proxy of a collected stream: its handle went with it
+            handle = None
+        if handle is None:
+            from ..errors import StreamClosedError
+            raise StreamClosedError(CLOSED_LAUNCH_STREAM)
+        self._launch(handle, args, config)
+
+
 class Backend(Protocol):
     """One GPU runtime (or the embedded cpu runtime) behind the HIP-named calls.
 
@@ -86,9 +115,8 @@ class Backend(Protocol):
     def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
                       sharedmem: int, args: Sequence[Any]) -> None:
         """Launch a Numba kernel (a ``@cuda.jit`` dispatcher) on ``stream`` through Numba."""
-    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
-        """The launcher of a kernel, ``launcher(stream, args, config)`` with ``config`` as
-        ``(gx, gy, gz, bx, by, bz, sharedmem)``.
+    def kernel_launcher(self, dispatcher: Any) -> KernelLauncher:
+        """The launcher of a kernel on the current device (made once and kept).
 
         It may prepare launches (types resolved once per signature, arguments packed into a
         reused buffer); its results equal :meth:`launch_kernel`'s, and what it cannot prepare

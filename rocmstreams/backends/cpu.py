@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import (BackendUnavailableError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, SynchronizeError)
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, check_kernel_arguments
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelLauncher, check_kernel_arguments
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
@@ -333,11 +333,11 @@ class CpuBackend:
         from numba import cuda
         return cuda
 
-    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
+    def kernel_launcher(self, dispatcher: Any) -> KernelLauncher:
         """The simulator has no launch to prepare: every launch goes to :meth:`launch_kernel`."""
         def launch(stream: int, args: tuple, config: tuple) -> None:
             self.launch_kernel(dispatcher, config[:3], config[3:6], stream, config[6], args)
-        return launch
+        return KernelLauncher(launch)
 
     def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
                       sharedmem: int, args: Sequence[Any]) -> None:

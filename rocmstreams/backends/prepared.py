@@ -32,6 +32,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import StreamClosedError
+from .base import CLOSED_LAUNCH_STREAM, KernelLauncher
+
 __all__ = ["KernelDriver", "PreparedLauncher", "ABI_ATTRIBUTE"]
 
 #: Attribute an array carries its cached ``(numba type, ABI values)`` under.
@@ -70,6 +73,22 @@ class KernelDriver:
     array_types: tuple[type, ...]
 
 
+class _ParamBuffer:
+    """A parameter buffer of 8-byte slots and the array of pointers to them the driver takes."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.data = bytearray(max(nbytes, 8))
+        raw = (ctypes.c_char * len(self.data)).from_buffer(self.data)
+        base = ctypes.addressof(raw)
+        nslots = nbytes // 8
+        self._keep = raw, (ctypes.c_void_p * max(nslots, 1))(*(base + 8 * k
+                                                               for k in range(nslots)))
+        self.address = ctypes.addressof(self._keep[1])
+
+
+_NOTHING = object()
+
+
 class _Unpreparable(Exception):
     """This specialization takes an argument kind the prepared path does not pack."""
 
@@ -93,10 +112,8 @@ def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...]]:
                         *(int(s) for s in strides))
 
 
-class PreparedLauncher:
-    """Launches one kernel on any stream and configuration: ``launcher(handle, args, config)``.
-
-    ``config`` is ``(gx, gy, gz, bx, by, bz, sharedmem)``: grid, block and dynamic shared memory.
+class PreparedLauncher(KernelLauncher):
+    """Launches one kernel on any stream and configuration, prepared per argument signature.
 
     Parameters
     ----------
@@ -110,12 +127,13 @@ class PreparedLauncher:
 
     def __init__(self, dispatcher: Any, driver: KernelDriver,
                  numba_launch: Callable[[int, Sequence[Any], tuple], None]) -> None:
+        super().__init__(numba_launch)
         self.dispatcher = dispatcher
         self._driver = driver
-        self._numba_launch = numba_launch
         self._families: dict[tuple[type, ...], list[Callable[[int, tuple, tuple], bool]]] = {}
         self._closed_families: set[tuple[type, ...]] = set()
         self._prepared: set[tuple[Any, ...]] = set()  # Numba types of prepared signatures
+        self._last: Callable[[int, tuple, tuple], bool] | None = None  # tried first
         self._lock = threading.Lock()
 
     @property
@@ -123,13 +141,25 @@ class PreparedLauncher:
         """How many argument signatures have a prepared launch."""
         return sum(len(f) for f in self._families.values())
 
+    def launch_on(self, stream: Any, config: tuple, *args: Any) -> None:
+        try:
+            handle = stream._handle
+        except ReferenceError:
+            handle = None
+        if handle is None:
+            raise StreamClosedError(CLOSED_LAUNCH_STREAM)
+        run = self._last
+        if run is None or not run(handle, args, config):
+            self(handle, args, config)
+
     def __call__(self, handle: int, args: tuple, config: tuple) -> None:
         family = self._families.get(tuple(map(type, args)))
         if family is not None:
             for run in family:
                 if run(handle, args, config):
+                    self._last = run
                     return
-        self._numba_launch(handle, args, config)
+        self._launch(handle, args, config)
         self._learn(args)
 
     # ---- preparing ---------------------------------------------------------------------------
@@ -213,11 +243,6 @@ class PreparedLauncher:
                 raise _Unpreparable(f"parameter of type {param} is not prepared")
 
         layout = struct.Struct("".join(fmt))
-        nslots = layout.size // 8
-        buffer = bytearray(layout.size)
-        raw = (ctypes.c_char * layout.size).from_buffer(buffer)
-        base = ctypes.addressof(raw)
-        pointers = (ctypes.c_void_p * nslots)(*(base + 8 * k for k in range(nslots)))
         cufunc = driver.function(kernel)
         streams: dict[int, Any] = {}
 
@@ -225,27 +250,53 @@ class PreparedLauncher:
             obj = streams[handle] = driver.stream(handle)
             return obj
 
+        # Two parameter buffers: one owned by the thread that prepared the launch, which skips
+        # packing when every argument is the same object as last time; one for other threads,
+        # used under a lock. The driver reads a buffer during the launch call (without the GIL).
         name = getattr(d, "__name__", "kernel")
+        buffers = [_ParamBuffer(layout.size) for _ in range(2)]
+        last: list[Any] = [_NOTHING] * len(args)
         namespace.update(
-            ABI=ABI_ATTRIBUTE, abi=self._abi_maker(), pack=layout.pack_into, buf=buffer,
-            keep=(raw, pointers), params=ctypes.addressof(pointers), func=cufunc,
+            ABI=ABI_ATTRIBUTE, abi=self._abi_maker(), pack=layout.pack_into,
+            buf=buffers[0].data, params=buffers[0].address, buf2=buffers[1].data,
+            params2=buffers[1].address, keep=buffers, last=last, NOTHING=_NOTHING,
+            owner=threading.get_ident(), get_ident=threading.get_ident, func=cufunc,
             launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
             lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
-            what=f"launching {name}")
-        unpack = "".join(f"a{i}, " for i in range(len(args)))
+            what=f"launching {name}",
+            **{f"C{i}": type(a) for i, a in enumerate(args)})
+        n = len(args)
+        names = "".join(f"a{i}, " for i in range(n))
+        packed = ", ".join(values)
+        same = " and ".join(f"a{i} is last[{i}]" for i in range(n)) or "True"
+        remember = "".join(f"            last[{i}] = a{i}\n" for i in range(n))
+        types_differ = " or ".join(f"type(a{i}) is not C{i}" for i in range(n))
         source = (
             "def run(handle, args, config):\n"
-            + (f"    {unpack}= args\n" if args else "")
+            + (f"    try:\n        {names}= args\n    except ValueError:\n        return False\n"
+               f"    if {types_differ}:\n        return False\n" if n else
+               "    if args:\n        return False\n")
             + "".join(checks) +
+            "    gx, gy, gz, bx, by, bz, shm = config\n"
             "    s = streams.get(handle)\n"
             "    if s is None:\n"
             "        s = stream_of(handle)\n"
-            "    with lock:\n"
-            "        try:\n"
-            f"            pack(buf, 0, {', '.join(values)})\n"
-            "        except pack_errors:\n"
-            "            return False\n"
-            "        status = launch(func, *config, s, params, 0)[0]\n"
+            "    if get_ident() == owner:\n"
+            f"        if not ({same}):\n"
+            "            try:\n"
+            f"                pack(buf, 0, {packed})\n"
+            "            except pack_errors:\n"
+            "                last[0:] = [NOTHING] * len(last)\n"
+            "                return False\n"
+            + remember +
+            "        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, 0)[0]\n"
+            "    else:\n"
+            "        with lock:\n"
+            "            try:\n"
+            f"                pack(buf2, 0, {packed})\n"
+            "            except pack_errors:\n"
+            "                return False\n"
+            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, 0)[0]\n"
             "    if status is not ok:\n"
             "        raise fail(status, f'{what} with grid {config[:3]}, block {config[3:6]}')\n"
             "    return True\n")

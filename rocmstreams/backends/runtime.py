@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, check_kernel_arguments
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelLauncher, check_kernel_arguments
 from .prepared import KernelDriver, PreparedLauncher
 
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "NumbaKernels", "capture_codes"]
@@ -190,7 +190,7 @@ class RuntimeBackend:
         self._bound: dict[str, Callable[..., tuple]] = {}
         self._success = adapter.error_enum(_SUCCESS)
         self._kernel_driver: KernelDriver | None = None
-        self._launchers: dict[tuple[Any, int], Callable[[int, tuple, tuple], None]] = {}
+        self._launchers: dict[tuple[Any, int], KernelLauncher] = {}
         self._priority_ranges: dict[int, tuple[int, int]] = {}
 
     # ---- the choke point ---------------------------------------------------------------------
@@ -477,7 +477,7 @@ class RuntimeBackend:
     def numba_module(self) -> Any:
         return self._a.kernels.module()
 
-    def kernel_launcher(self, dispatcher: Any) -> Callable[[int, tuple, tuple], None]:
+    def kernel_launcher(self, dispatcher: Any) -> KernelLauncher:
         """The launcher of ``dispatcher`` on the current device: prepared where the binding
         allows it (see prepared.py), else Numba's own launch; made once and kept."""
         key = (dispatcher, self.get_device())
@@ -489,7 +489,7 @@ class RuntimeBackend:
             self.launch_kernel(dispatcher, config[:3], config[3:6], stream, config[6], args)
 
         if self._a.kernel_driver is None:
-            launcher = numba_launch
+            launcher = KernelLauncher(numba_launch)
         else:
             if self._kernel_driver is None:
                 self._kernel_driver = self._a.kernel_driver(self)
