@@ -183,7 +183,10 @@ def empty_like(ary: Any, *, device: int | None = None) -> DeviceArray:
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
               device: int | None = None) -> DeviceArray:
-    """A new device array, filled from host array ``ary`` by an async copy on ``stream``."""
+    """A new device array, filled from host array ``ary`` by an async copy on ``stream``.
+
+    From pageable memory the call returns once ``ary`` has been read (see :func:`copy_async`).
+    """
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
     out = empty(ary.shape, ary.dtype, device=device)

@@ -17,6 +17,10 @@ What a caller sees (:func:`rocmstreams.copy_async` decides when to stage):
 - device to host (only with :data:`STAGE_D2H`): the call returns once the host array holds the
   data, as a copy into pageable memory does.
 
+Only memory from :func:`rocmstreams.pinned_empty` (and views of it) is known to be page-locked;
+page-locked arrays from other libraries (``cupyx.empty_pinned``, ``torch.Tensor.pin_memory``)
+are staged like pageable ones: correct, a little slower than copying them directly.
+
 The module constants below are read at every call; change them to tune (tests make them small so
 that small arrays cross many chunks). Copies smaller than :data:`MIN_STAGED_BYTES` stay direct.
 """
@@ -29,6 +33,7 @@ import os
 import threading
 import warnings
 import weakref
+
 import numpy as np
 
 from .backends import Backend
