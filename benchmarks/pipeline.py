@@ -256,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a quick check")
     args = parser.parse_args(argv)
 
-    import rocmstreams as rs
     env = _common.environment()
     on_cpu = env["backend"] == "cpu"
     size = args.size_mib if args.size_mib is not None else (
@@ -323,16 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target: {t['name']} >= {t['threshold']}: {value} -> "
               f"{'MET' if t['met'] else 'NOT MET'}")
     for r in failures:
-        print(f"FAILURE: {r['library']} streams={r.get('streams')}: "
-              f"{r.get('error') or 'output does not match numpy (max abs error %g)' % r['max_abs_error']}",
-              file=sys.stderr)
+        why = r.get("error") or f"output differs from numpy (max abs error {r['max_abs_error']:g})"
+        print(f"FAILURE: {r['library']} streams={r.get('streams')}: {why}", file=sys.stderr)
     if args.json:
         _common.write_json(args.json, {
             "benchmark": "pipeline", "environment": env, "size_mib": size, "chunks": len(bounds),
             "streams": stream_counts, "repeat": repeat, "statistic": "best",
             "timing": "host time.perf_counter around queueing and synchronize",
             "rows": rows, "targets": targets, "ok": not failures})
-    del rs
     return 1 if failures else 0
 
 
