@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from . import staging
 from .backends import LEGACY_STREAM, backend
 from .device import check_device, using_device
+from .errors import CaptureError
 
 if TYPE_CHECKING:
     from .stream import RocmStream
@@ -184,7 +186,10 @@ def empty_like(ary: Any, *, device: int | None = None) -> DeviceArray:
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
               device: int | None = None) -> DeviceArray:
-    """A new device array, filled from host array ``ary`` by an async copy on ``stream``."""
+    """A new device array, filled from host array ``ary`` by an async copy on ``stream``.
+
+    From pageable memory the call returns once ``ary`` has been read (see :func:`copy_async`).
+    """
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
     out = empty(ary.shape, ary.dtype, device=device)
@@ -280,6 +285,21 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     Host-to-device, device-to-host and device-to-device, decided by the endpoints' kinds. Both
     must be C-contiguous with the same shape and dtype; anything else is refused before
     anything is queued.
+
+    A host endpoint in page-locked memory (:func:`pinned_empty`) is copied asynchronously. One in
+    pageable memory follows CUDA's rules for pageable copies: from it, the call returns once the
+    source has been read, so it may be overwritten at once (the device data is ready when the
+    stream passes the copy); into it, the call returns once the data is there. Pageable sources
+    of at least :data:`rocmstreams.staging.MIN_STAGED_BYTES` are copied in chunks through reused
+    page-locked buffers, the host filling one while the device empties another (see
+    :mod:`rocmstreams.staging`).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Endpoints that do not match or cannot be copied; nothing was queued.
+    CaptureError
+        A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
     handle = _stream_handle(stream)
     dkind, dshape, ddtype, daddr, dcontig = _describe(dst)
@@ -297,5 +317,22 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     if dkind == "host" and not dst.flags.writeable:
         raise ValueError("the destination host array is read-only")
     nbytes = int(np.prod(dshape, dtype=np.int64)) * ddtype.itemsize
-    if nbytes:
-        backend().memcpy_async(daddr, saddr, nbytes, handle)
+    host = dst if dkind == "host" else src if skind == "host" else None
+    pageable = host is not None and _pinned_owner(host) is None
+    if pageable and getattr(stream, "is_capturing", False):
+        raise CaptureError(
+            "a copy to or from pageable host memory cannot be captured into a graph: it reads "
+            "(or fills) the host array during the call, with host waits a graph cannot record; "
+            "copy through a page-locked array from rocmstreams.pinned_empty, or end the capture")
+    if not nbytes:
+        return
+    be = backend()
+    if pageable and nbytes >= staging.MIN_STAGED_BYTES:
+        device = be.get_device() if stream is None else stream.device
+        if skind == "host":
+            staging.copy_to_device(be, daddr, src, handle, device)
+            return
+        if staging.STAGE_D2H:
+            staging.copy_to_host(be, dst, saddr, handle, device)
+            return
+    be.memcpy_async(daddr, saddr, nbytes, handle)

@@ -1,0 +1,53 @@
+"""The benchmarks run end to end on the selected backend, with their outputs checked."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script, tmp_path, *args):
+    out = tmp_path / f"{script}.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--json",
+                           str(out), *args], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_pipeline_smoke_reports_verified_rocmstreams_rows_and_names_missing_peers(
+        backend, tmp_path):
+    report, stdout = _run("pipeline.py", tmp_path)
+    assert report["benchmark"] == "pipeline" and report["ok"]
+    assert report["environment"]["backend"] == backend.name
+    ours = [r for r in report["rows"] if r["library"] == "rocmstreams"]
+    assert [r["streams"] for r in ours] == report["streams"] and len(ours) >= 2
+    for r in ours:
+        assert r["verified"] is True and r["max_abs_error"] < 1e-5
+        assert 0 < r["time_ms"] < 60_000 and r["gbps"] > 0
+        assert r["ideal_ms"] == max(r["stages_ms"].values()) > 0
+        assert r["overlap"] == pytest.approx(r["ideal_ms"] / r["time_ms"])
+    peers = {r["library"] for r in report["rows"]} - {"rocmstreams"}
+    assert peers == {"cupy", "torch"}  # measured, or a row saying why not
+    for r in report["rows"]:
+        assert "missing" in r or "error" in r or r.get("verified") is True
+    assert "rocmstreams" in stdout and "overlap" in stdout
+
+
+def test_staged_copies_smoke_checks_every_copy_and_the_gil_probe(backend, tmp_path):
+    report, stdout = _run("staged_copies.py", tmp_path)
+    assert report["benchmark"] == "staged_copies" and report["ok"]
+    assert report["gil"]["releases_gil"] in (True, False)
+    measured = [r for r in report["rows"] if "gbps" in r]
+    kinds = {r["kind"] for r in measured}
+    assert kinds == {"host", "H2D", "D2H"}
+    for r in measured:
+        assert r["verified"] is True and r["gbps"] > 0
+    assert any("staged" in r["case"] and r["kind"] == "H2D" for r in measured)
+    assert any(r["case"].startswith("numba-cuda") for r in report["rows"])  # measured or missing
+    if backend.name != "cpu":
+        assert report["targets"] and "target:" in stdout
