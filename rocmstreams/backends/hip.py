@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BackendUnavailableError, RocmStreamsError
 from .cuda import numba_cuda
+from .prepared import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
 
 __all__ = ["load"]
@@ -51,6 +52,38 @@ def _kernel_module() -> Any:
             "`pip install numba-hip` on a machine with ROCm") from exc
 
 
+def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
+    """Prepared launches through hipModuleLaunchKernel, with the parameter buffer's address.
+
+    The launchable function is the compiled kernel's module function (numba-hip mirrors
+    numba-cuda's ``_codelibrary.get_cufunc()``; on the HIP-on-CUDA rig it is a CUDA driver
+    handle the shim launches). A kernel whose function cannot be reached takes Numba's launch.
+    """
+    from rocm.bindings import hip
+
+    from ..memory import DeviceArray
+
+    arrays: tuple[type, ...] = (DeviceArray,)
+    module = backend.numba_module()
+    try:
+        arrays += (module.cudadrv.devicearray.DeviceNDArray,)
+    except AttributeError:
+        pass
+
+    def function(kernel: Any) -> Any:
+        return int(kernel._codelibrary.get_cufunc().handle)
+
+    def stream(handle: int) -> Any:
+        return hip.ihipStream_t.fromObj(handle)
+
+    def error(status: Any, what: str) -> BaseException:
+        return backend.launch_failed(int(status), what)
+
+    return KernelDriver(launch=hip.hipModuleLaunchKernel, success=hip.hipError_t.hipSuccess,
+                        function=function, stream=stream, error=error, array_types=arrays,
+                        extra=None)
+
+
 def _version(value: int) -> str:
     """HIP encodes versions as 10_000_000 * major + 100_000 * minor + patch."""
     return f"{value // 10_000_000}.{value // 100_000 % 100}.{value % 100_000}"
@@ -74,6 +107,7 @@ def _adapter(hip: Any) -> RuntimeAdapter:
         invalid_device=int(err.hipErrorInvalidDevice), capture_codes=capture_codes(err, "hip"),
         legacy_stream=0, host_alloc="HostMalloc", host_free="HostFree", error_enum=err,
         device_name=_device_name, format_version=_version, kernels=NumbaKernels(_kernel_module),
+        kernel_driver=_kernel_driver,
         # `with nogil` around every call came with the same hip-python release as has_symbol
         releases_gil=hasattr(hip, "has_symbol"))
 

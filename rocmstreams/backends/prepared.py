@@ -62,7 +62,8 @@ class KernelDriver:
     object of success (compared with ``is``); ``function(kernel)`` the launchable function of a
     compiled Numba kernel on the current device; ``stream(handle)`` the object ``launch`` takes
     for a stream handle; ``error(status, what)`` the exception to raise for a failed launch;
-    ``array_types`` the array classes whose ABI values may be cached on them.
+    ``array_types`` the array classes whose ABI values may be cached on them; ``extra`` the
+    value passed as the launch call's ``extra`` argument.
     """
 
     launch: Callable[..., tuple]
@@ -71,6 +72,7 @@ class KernelDriver:
     stream: Callable[[int], Any]
     error: Callable[[Any, str], BaseException]
     array_types: tuple[type, ...]
+    extra: Any = 0
 
 
 class _ParamBuffer:
@@ -243,7 +245,10 @@ class PreparedLauncher(KernelLauncher):
                 raise _Unpreparable(f"parameter of type {param} is not prepared")
 
         layout = struct.Struct("".join(fmt))
-        cufunc = driver.function(kernel)
+        try:
+            cufunc = driver.function(kernel)
+        except Exception as exc:  # noqa: BLE001 - a compiled kernel we cannot reach
+            raise _Unpreparable(f"no launchable function: {exc}") from exc
         streams: dict[int, Any] = {}
 
         def stream_of(handle: int) -> Any:
@@ -261,7 +266,7 @@ class PreparedLauncher(KernelLauncher):
             buf=buffers[0].data, params=buffers[0].address, buf2=buffers[1].data,
             params2=buffers[1].address, keep=buffers, last=last, NOTHING=_NOTHING,
             owner=threading.get_ident(), get_ident=threading.get_ident, func=cufunc,
-            launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
+            launch=driver.launch, ok=driver.success, extra=driver.extra, streams=streams, stream_of=stream_of,
             lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
             what=f"launching {name}",
             **{f"C{i}": type(a) for i, a in enumerate(args)})
@@ -289,14 +294,14 @@ class PreparedLauncher(KernelLauncher):
             "                last[0:] = [NOTHING] * len(last)\n"
             "                return False\n"
             + remember +
-            "        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, 0)[0]\n"
+            "        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]\n"
             "    else:\n"
             "        with lock:\n"
             "            try:\n"
             f"                pack(buf2, 0, {packed})\n"
             "            except pack_errors:\n"
             "                return False\n"
-            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, 0)[0]\n"
+            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra)[0]\n"
             "    if status is not ok:\n"
             "        raise fail(status, f'{what} with grid {config[:3]}, block {config[3:6]}')\n"
             "    return True\n")

@@ -33,3 +33,16 @@ for be in cuda hip cpu; do
 done 2>&1 | tee "$out/demos.txt"
 run_suite cuda
 run_suite hip "${hipenv[@]}"
+# BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT.
+if [ "${BENCH:-0}" = 1 ]; then
+  export ROCMSTREAMS_BACKEND=cuda
+  echo "=== benchmarks/overhead.py (cuda) ==="
+  timeout 300 python3 benchmarks/overhead.py --json "$out/overhead.json" > "$out/overhead.txt" 2>&1
+  echo "exit $?"; sed -n '/^targets/,$p' "$out/overhead.txt"
+  echo "=== benchmarks/staged_copies.py ==="
+  timeout 200 python3 benchmarks/staged_copies.py --json "$out/staged_copies.json" > "$out/staged_copies.txt" 2>&1
+  echo "exit $?"; tail -n 30 "$out/staged_copies.txt"
+  echo "=== benchmarks/pipeline.py ==="
+  timeout 200 python3 benchmarks/pipeline.py --json "$out/pipeline.json" > "$out/pipeline.txt" 2>&1
+  echo "exit $?"; tail -n 30 "$out/pipeline.txt"
+fi

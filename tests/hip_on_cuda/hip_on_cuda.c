@@ -8,6 +8,7 @@
  * tests/test_runtime_backends_offline.py checks the numbers against hip-python and the table below.
  * HIP handles are opaque pointers; a HIP stream, event or graph here is the CUDA one, cast.
  */
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -129,6 +130,7 @@ typedef struct ihipStream_t *hipStream_t;
 typedef struct ihipEvent_t *hipEvent_t;
 typedef struct ihipGraph *hipGraph_t;
 typedef struct hipGraphExec *hipGraphExec_t;
+typedef struct ihipModuleSymbol_t *hipFunction_t;
 typedef int hipDevice_t;
 typedef void (*hipHostFn_t)(void *userData);
 
@@ -461,4 +463,16 @@ HIP_API hipError_t hipGraphExecDestroy(hipGraphExec_t exec) {
 }
 HIP_API hipError_t hipGraphDestroy(hipGraph_t graph) {
     return to_hip(cudaGraphDestroy((cudaGraph_t)graph));
+}
+
+/* Kernels: on this rig a hipFunction_t is a CUDA driver function (numba-cuda's CUkernel or
+ * CUfunction handle), launched through the driver. CUresult values of launch failures are the
+ * cudaError_t numbers (1, 98, 200, 400, 701, ...), so the runtime's table maps them. */
+HIP_API hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gx, unsigned int gy,
+                                         unsigned int gz, unsigned int bx, unsigned int by,
+                                         unsigned int bz, unsigned int shared,
+                                         hipStream_t stream, void **params, void **extra) {
+    CUresult status = cuLaunchKernel((CUfunction)f, gx, gy, gz, bx, by, bz, shared,
+                                     (CUstream)cu_stream(stream), params, extra);
+    return to_hip((cudaError_t)status);
 }
