@@ -7,5 +7,5 @@ cuda="${CUDA_HOME:-/usr/local/cuda}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$out"
 gcc -O2 -Wall -Wextra -shared -fPIC -o "$out/libamdhip64.so" "$here/hip_on_cuda.c" \
-    -I"$cuda/include" -L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcudart -lcuda
+    -I"$cuda/include" -L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcudart -ldl
 echo "$out/libamdhip64.so"

@@ -9,6 +9,7 @@
  * HIP handles are opaque pointers; a HIP stream, event or graph here is the CUDA one, cast.
  */
 #include <cuda.h>
+#include <dlfcn.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -466,13 +467,23 @@ HIP_API hipError_t hipGraphDestroy(hipGraph_t graph) {
 }
 
 /* Kernels: on this rig a hipFunction_t is a CUDA driver function (numba-cuda's CUkernel or
- * CUfunction handle), launched through the driver. CUresult values of launch failures are the
+ * CUfunction handle), launched by the driver's cuLaunchKernel, found at first use (so the
+ * library links without the driver, as CI builds it). CUresult values of launch failures are the
  * cudaError_t numbers (1, 98, 200, 400, 701, ...), so the runtime's table maps them. */
+typedef CUresult (*LaunchKernelFn)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                   unsigned, unsigned, CUstream, void **, void **);
+
 HIP_API hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gx, unsigned int gy,
                                          unsigned int gz, unsigned int bx, unsigned int by,
                                          unsigned int bz, unsigned int shared,
                                          hipStream_t stream, void **params, void **extra) {
-    CUresult status = cuLaunchKernel((CUfunction)f, gx, gy, gz, bx, by, bz, shared,
-                                     (CUstream)cu_stream(stream), params, extra);
+    static LaunchKernelFn launch = NULL;
+    if (launch == NULL) {
+        void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+        launch = driver ? (LaunchKernelFn)dlsym(driver, "cuLaunchKernel") : NULL;
+        if (launch == NULL) return hipErrorNotInitialized;
+    }
+    CUresult status = launch((CUfunction)f, gx, gy, gz, bx, by, bz, shared,
+                             (CUstream)cu_stream(stream), params, extra);
     return to_hip((cudaError_t)status);
 }
