@@ -77,9 +77,21 @@ class Event:
         return self._handle is None
 
     def record(self, stream: "RocmStream | None" = None) -> "Event":
-        """Mark the work queued so far on ``stream`` (the legacy default stream when omitted)."""
+        """Mark the work queued so far on ``stream`` (the legacy default stream when omitted).
+
+        Raises
+        ------
+        CaptureError
+            ``stream`` is capturing a graph (events inside a capture are not supported).
+        """
         handle = self._live()
-        stream_handle = LEGACY_STREAM if stream is None else stream.handle
+        if stream is None:
+            stream_handle = LEGACY_STREAM
+        else:
+            stream_handle = stream.handle
+            if stream._capture is not None:
+                from .stream import _event_in_capture
+                raise _event_in_capture()
         self._backend.event_record(handle, stream_handle)
         self._recorded = True
         return self
