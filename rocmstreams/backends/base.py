@@ -62,6 +62,32 @@ class Backend(Protocol):
     def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         """Copy in the direction the unified address space implies (``*MemcpyDefault``)."""
 
+    # graph capture (global capture mode)
+    def stream_begin_capture(self, stream: int) -> None:
+        """Start recording the work queued on ``stream`` instead of running it.
+
+        The legacy default stream cannot be captured; a stream already capturing cannot begin
+        again (both :class:`~rocmstreams.errors.CaptureError`).
+        """
+    def stream_end_capture(self, stream: int) -> int:
+        """Stop recording on ``stream``; return the handle of the graph of what was recorded.
+
+        The capture ends even when this raises: CaptureError when the capture was invalidated (a
+        call the runtime refuses during capture, such as a query of the capturing stream) or
+        ``stream`` is not capturing.
+        """
+    def stream_is_capturing(self, stream: int) -> bool:
+        """True from begin to end capture, also once the capture was invalidated."""
+    def graph_instantiate(self, graph: int) -> int:
+        """An executable graph made from ``graph``; returns its handle."""
+    def graph_launch(self, graph_exec: int, stream: int) -> None:
+        """Queue one replay of ``graph_exec`` on ``stream``: every recorded operation, in order,
+        after earlier work on ``stream`` and after the previous launch of ``graph_exec``."""
+    def graph_exec_destroy(self, graph_exec: int) -> None:
+        """Destroy an executable graph; launches already queued still run."""
+    def graph_destroy(self, graph: int) -> None:
+        """Destroy a graph (its executables stay usable)."""
+
     # kernels
     def numba_module(self) -> Any:
         """The ``numba.cuda``-dialect module kernels are compiled with on this backend."""
