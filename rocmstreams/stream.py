@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from dataclasses import dataclass
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, backend
