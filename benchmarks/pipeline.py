@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=float, default=None,
                         help="MiB of each of x, y, out (default 256; 0.25 on cpu; 4 smoke)")
-    parser.add_argument("--chunks", type=int, default=None, help="chunks (default 16; 4 smoke)")
+    parser.add_argument("--chunks", type=int, default=None, help="chunks (default 32; 4 smoke)")
     parser.add_argument("--streams", default=None, help="stream counts (default 1,2,4,8)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed runs per figure, best reported (default 5; 1 smoke)")
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     on_cpu = env["backend"] == "cpu"
     size = args.size_mib if args.size_mib is not None else (
         0.0625 if args.smoke and on_cpu else 4 if args.smoke else 0.25 if on_cpu else 256)
-    chunks = args.chunks or (4 if args.smoke or on_cpu else 16)
+    chunks = args.chunks or (4 if args.smoke or on_cpu else 32)
     stream_counts = [int(c) for c in (args.streams or ("1,2" if args.smoke and on_cpu else
                                                        "1,2,4,8")).split(",")]
     repeat = args.repeat or (1 if args.smoke else 5)

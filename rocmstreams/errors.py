@@ -19,6 +19,7 @@ __all__ = [
     "EventNotReadyError",
     "CallbackError",
     "CaptureError",
+    "GraphClosedError",
 ]
 
 
@@ -111,4 +112,10 @@ class CallbackError(RocmStreamsError):
 
 
 class CaptureError(RocmStreamsError):
-    """Graph capture was misused: a query or synchronize during capture, or a closed stream."""
+    """Graph capture was misused: a query, synchronize or event on a capturing stream, a nested
+    capture, a graph launched inside its own capture, or a capture the runtime invalidated."""
+
+
+class GraphClosedError(StreamClosedError):
+    """An operation was asked of a graph that was closed, or discarded because its capture
+    block raised."""

@@ -36,7 +36,7 @@ class Event:
     """
 
     __slots__ = ("_backend", "_handle", "_device", "_timing", "_recorded", "_finalizer",
-                 "__weakref__")
+                 "_record", "_legacy", "_ok", "__weakref__")
 
     def __init__(self, *, timing: bool = False, device: int | None = None) -> None:
         if not isinstance(timing, bool):
@@ -51,6 +51,10 @@ class Event:
         self._timing = timing
         self._recorded = False
         self._finalizer = weakref.finalize(self, _destroy, be, handle)
+        # the runtime's record bound to this event: ``record(stream object)``, the hot path
+        self._record = be.bind_event(handle)
+        self._legacy = be.stream_object(LEGACY_STREAM)
+        self._ok = be.success
 
     def _live(self) -> int:
         if self._handle is None:
@@ -77,10 +81,29 @@ class Event:
         return self._handle is None
 
     def record(self, stream: "RocmStream | None" = None) -> "Event":
-        """Mark the work queued so far on ``stream`` (the legacy default stream when omitted)."""
-        handle = self._live()
-        stream_handle = LEGACY_STREAM if stream is None else stream.handle
-        self._backend.event_record(handle, stream_handle)
+        """Mark the work queued so far on ``stream`` (the legacy default stream when omitted).
+
+        Raises
+        ------
+        CaptureError
+            ``stream`` is capturing a graph (events inside a capture are not supported).
+        """
+        record = self._record
+        if record is None:
+            self._live()
+        if stream is None:
+            result = record(self._legacy)
+        else:
+            target = stream._stream_obj
+            if target is None:
+                stream._live()
+            if stream._capture is not None:
+                from .stream import _event_in_capture
+                raise _event_in_capture()
+            result = record(target)
+        if result[0] is not self._ok:
+            self._backend.event_record_result(result, self._handle,
+                                              LEGACY_STREAM if stream is None else stream._handle)
         self._recorded = True
         return self
 
@@ -119,6 +142,7 @@ class Event:
         if self._handle is None:
             return
         self._handle = None
+        self._record = None
         self._finalizer()
 
     def __repr__(self) -> str:

@@ -45,11 +45,11 @@ __all__ = ["MIN_STAGED_BYTES", "CHUNK_BYTES", "BUFFERS", "THREADS", "MIN_SLICE_B
 #: Pageable copies of at least this many bytes are staged; smaller ones go to the runtime as is.
 MIN_STAGED_BYTES = 1 << 20
 #: Bytes per chunk, and the size of each page-locked staging buffer.
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 32 << 20
 #: Staging buffers one copy cycles through (how far the host may run ahead of the stream).
 BUFFERS = 4
 #: Host threads (the caller's included) that share each chunk's numpy copy.
-THREADS = min(4, os.cpu_count() or 1)
+THREADS = min(8, os.cpu_count() or 1)
 #: A chunk is split across threads only in slices of at least this many bytes.
 MIN_SLICE_BYTES = 1 << 20
 #: Stage device-to-host copies into pageable memory too (off: see benchmarks/README.md).

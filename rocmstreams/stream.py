@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, backend
 from .device import _priority_range, check_device, using_device
-from .errors import CallbackError, StreamClosedError
+from .errors import CallbackError, CaptureError, StreamClosedError
 
 if TYPE_CHECKING:
     from .event import Event
+    from .graph import Graph
 
 __all__ = ["RocmStream", "StreamOptions", "default_stream", "per_thread_default_stream"]
 
@@ -85,11 +87,13 @@ class RocmStream:
     -----
     ``close()`` destroys an owned stream (idempotent); after it, every operation raises
     :class:`~rocmstreams.errors.StreamClosedError`. ``with stream:`` synchronizes, then closes.
-    Borrowed and default streams are never destroyed by rocmstreams.
+    Borrowed and default streams are never destroyed by rocmstreams. ``with stream.capture() as
+    graph:`` records the stream's work into a :class:`~rocmstreams.Graph` (see :meth:`capture`).
     """
 
     __slots__ = ("_backend", "_handle", "_device", "_options", "_owner", "_finalizer",
-                 "_key", "_callback_errors", "_launches", "_proxy", "__weakref__")
+                 "_key", "_callback_errors", "_launches", "_proxy", "_capture", "_query",
+                 "_sync", "_stream_obj", "_ok", "__weakref__")
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None) -> None:
@@ -121,6 +125,11 @@ class RocmStream:
         self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
         self._launches: dict[tuple, Any] = {}  # kernel launches configured on this stream
         self._proxy: Any = None  # the weak proxy those launches hold
+        self._capture: Graph | None = None  # the graph a `with self.capture()` block records
+        # the runtime's query and synchronize bound to this stream: the hot paths call them
+        self._query, self._sync = be.bind_stream(handle)
+        self._stream_obj = be.stream_object(handle)
+        self._ok = be.success
 
     @classmethod
     def _borrow(cls, handle: int, owner: object, device: int | None = None) -> "RocmStream":
@@ -166,6 +175,15 @@ class RocmStream:
         if handle is None:
             raise StreamClosedError("this RocmStream is closed; create a new RocmStream")
         return handle
+
+    @property
+    def is_capturing(self) -> bool:
+        """True inside a ``with stream.capture()`` block of this RocmStream.
+
+        Work queued then is recorded into the graph, not run; queries, synchronizes, events and
+        copies from pageable host memory are refused.
+        """
+        return self._capture is not None
 
     @property
     def handle(self) -> int:
@@ -229,11 +247,21 @@ class RocmStream:
         """True when all work queued on the stream has finished, False while any runs.
 
         Only the runtime's not-ready answer maps to False; any other failure raises.
+
+        Raises
+        ------
+        CaptureError
+            The stream is capturing a graph; the capture goes on.
         """
-        handle = self._handle
-        if handle is None:
+        query = self._query
+        if query is None:
             self._live()
-        return self._backend.stream_query(handle)
+        if self._capture is not None:
+            raise _capturing("query()")
+        result = query()
+        if result[0] is self._ok:
+            return True
+        return self._backend.stream_query_result(result, self._handle)
 
     def synchronize(self) -> None:
         """Block until all work queued on the stream has finished.
@@ -244,11 +272,17 @@ class RocmStream:
             A host callback queued with :meth:`add_callback` raised; its exception is the cause.
         SynchronizeError
             Work on the stream failed.
+        CaptureError
+            The stream is capturing a graph; the capture goes on.
         """
-        handle = self._handle
-        if handle is None:
+        sync = self._sync
+        if sync is None:
             self._live()
-        self._backend.stream_synchronize(handle)
+        if self._capture is not None:
+            raise _capturing("synchronize()")
+        result = sync()
+        if result[0] is not self._ok:
+            self._backend.stream_synchronize_result(result, self._handle)
         if self._callback_errors:
             self._raise_callback_error()
 
@@ -268,9 +302,16 @@ class RocmStream:
             Re-record this event; a new one is created when omitted.
         timing : bool, default False
             For a new event: whether it can measure elapsed time.
+
+        Raises
+        ------
+        CaptureError
+            The stream is capturing a graph (events inside a capture are not supported).
         """
         from .event import Event
         self._live()
+        if self._capture is not None:
+            raise _event_in_capture()
         if event is None:
             event = Event(timing=timing, device=self._device)
         return event.record(self)
@@ -278,9 +319,18 @@ class RocmStream:
     def wait(self, other: "Event | RocmStream | Any") -> None:
         """Make later work on this stream wait for ``other``: an event, or all work now queued
         on another stream (a RocmStream or any ``__cuda_stream__`` object). The host does not
-        block."""
+        block.
+
+        Raises
+        ------
+        CaptureError
+            This stream or ``other`` is capturing a graph (events inside a capture are not
+            supported).
+        """
         from .event import Event
         handle = self._live()
+        if self._capture is not None:
+            raise _event_in_capture()
         if isinstance(other, Event):
             self._backend.stream_wait_event(handle, other._live())
             return
@@ -299,11 +349,14 @@ class RocmStream:
 
         Later work waits for it. ``fn`` must not call the GPU runtime; an exception it raises is
         raised as :class:`~rocmstreams.errors.CallbackError` at the next :meth:`synchronize`.
+        Inside a capture, ``fn`` runs once per replay of the graph, and its exception is raised
+        at the next synchronize of the stream the graph was launched on.
         """
         if not callable(fn):
             raise TypeError(f"add_callback needs a callable, got {type(fn).__name__}")
         handle = self._live()
-        errors = self._callback_errors
+        capture = self._capture
+        errors = self._callback_errors if capture is None else capture._errors_for_callback()
 
         def call() -> None:
             try:
@@ -313,15 +366,53 @@ class RocmStream:
 
         self._backend.launch_host_func(handle, call)
 
+    def capture(self) -> "AbstractContextManager[Graph]":
+        """Record the work queued on this stream into a :class:`~rocmstreams.Graph`.
+
+        ``with stream.capture() as graph:`` records, instead of running, the kernels launched,
+        the copies queued (between device and page-locked memory) and the host callbacks added
+        on the stream inside the block. When the block ends normally the graph is ready:
+        ``graph.launch(stream)`` replays it. When the block raises, the partial graph is
+        discarded and the exception goes on; the stream is usable either way.
+
+        Raises
+        ------
+        StreamClosedError
+            The stream is closed.
+        CaptureError
+            The stream is the legacy default stream, or is already capturing. Inside the block:
+            :meth:`query`, :meth:`synchronize`, :meth:`record`, :meth:`wait` and
+            :meth:`close` on this stream, and ``Event.record(stream)``; each is refused before
+            the runtime sees it, and the capture goes on.
+
+        Notes
+        -----
+        Captures run in the runtime's global mode: inside the block, do only stream work on the
+        capturing stream (allocate arrays, compile kernels and create events before it), and keep
+        every array the block names alive as long as the graph. On the cuda and hip backends a
+        host callback captured into a graph stays registered for the life of the process.
+        """
+        from .graph import _Capture
+        return _Capture(self)
+
     # lifetime ------------------------------------------------------------------------------------
     def close(self) -> None:
         """Destroy an owned stream (queued work still completes); idempotent.
 
         Borrowed and default streams are only detached, never destroyed.
+
+        Raises
+        ------
+        CaptureError
+            The stream is capturing a graph; it stays open and the capture goes on.
         """
         if self._handle is None:
             return
+        if self._capture is not None:
+            raise CaptureError("cannot close a stream while it is capturing a graph; leave the "
+                               "`with stream.capture()` block first")
         self._handle = None
+        self._query = self._sync = self._stream_obj = None
         self._owner = None
         self._launches.clear()
         if self._finalizer is not None:
@@ -337,6 +428,17 @@ class RocmStream:
                 self.synchronize()
         finally:
             self.close()
+
+
+def _capturing(what: str) -> CaptureError:
+    return CaptureError(f"{what} is not allowed while the stream is capturing a graph: its work "
+                        "is being recorded, not run; end the capture (leave the "
+                        "`with stream.capture()` block) first")
+
+
+def _event_in_capture() -> CaptureError:
+    return CaptureError("events inside a graph capture are not supported: record events and "
+                        "wait on streams or events before `with stream.capture()` or after it")
 
 
 def default_stream(device: int | None = None) -> RocmStream:

@@ -150,15 +150,26 @@ def test_int_beyond_int64_is_launched_by_numba_not_truncated(stream):
     np.testing.assert_array_equal(got, x + np.uint64(2**63 + 5))
 
 
-def test_host_arrays_take_numbas_launch(stream, rng):
-    """A numpy argument is not a prepared kind: Numba's launch copies it in and out."""
+@cuda.jit
+def add_pair(out, x, pair):
+    """``out[i] = x[i] + pair[0] * pair[1]``: a tuple argument."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = x[i] + pair[0] * pair[1]
+
+
+def test_arguments_it_does_not_prepare_take_numbas_launch(stream, rng):
+    """A tuple is not a prepared kind: every launch goes through Numba's own, correctly."""
     x = rng.standard_normal(256)
-    out = rs.empty(256, np.float64)
-    affine[1, 256, stream](out, x, 2.0, 0.5)
-    affine[1, 256, stream](out, x, 2.0, 0.5)
-    got = out.copy_to_host(stream=stream)
-    stream.synchronize()
-    np.testing.assert_allclose(got, 2 * x + 0.5, rtol=1e-12)
+    dx, out = rs.to_device(x, stream=stream), rs.empty(256, np.float64)
+    for k in (1.5, -2.0, 3.25):
+        add_pair[1, 256, stream](out, dx, (k, 2.0))
+        got = out.copy_to_host(stream=stream)
+        stream.synchronize()
+        np.testing.assert_allclose(got, x + 2 * k, rtol=1e-12)
+    launcher = _launcher(stream, add_pair, 1, 256)
+    if isinstance(launcher, PreparedLauncher):
+        assert launcher.specializations == 0
 
 
 def test_numba_device_arrays_are_launch_arguments(stream, rng):

@@ -80,6 +80,25 @@ class Backend(Protocol):
         """(least, greatest) priority of the current device; greatest is numerically lower."""
     def versions(self) -> dict[str, str]: ...
 
+    #: The status object of a successful call in the results of the bound calls below (tested
+    #: with ``is``).
+    success: Any
+
+    # hot paths: calls bound once to a handle, returning the binding's raw ``(status, ...)``
+    def bind_stream(self, stream: int) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
+        """``(query, synchronize)`` of ``stream``, bound; interpret a result that is not
+        ``success`` with :meth:`stream_query_result` / :meth:`stream_synchronize_result`."""
+    def stream_object(self, stream: int) -> Any:
+        """What the bound calls take for ``stream`` (the binding's own handle object)."""
+    def bind_event(self, event: int) -> Callable[[Any], tuple]:
+        """``record(stream object)`` of ``event``, bound; see :meth:`event_record_result`."""
+    def stream_query_result(self, result: tuple, stream: int) -> bool:
+        """False for the not-ready status; raises for any other failure."""
+    def stream_synchronize_result(self, result: tuple, stream: int) -> None:
+        """Raises the error a failed synchronize of ``stream`` returned."""
+    def event_record_result(self, result: tuple, event: int, stream: int) -> None:
+        """Raises the error a failed record of ``event`` on ``stream`` returned."""
+
     # streams
     def stream_create(self, non_blocking: bool, priority: int) -> int: ...
     def stream_query(self, stream: int) -> bool: ...
@@ -108,6 +127,32 @@ class Backend(Protocol):
     def host_free(self, ptr: int) -> None: ...
     def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         """Copy in the direction the unified address space implies (``*MemcpyDefault``)."""
+
+    # graph capture (global capture mode)
+    def stream_begin_capture(self, stream: int) -> None:
+        """Start recording the work queued on ``stream`` instead of running it.
+
+        The legacy default stream cannot be captured; a stream already capturing cannot begin
+        again (both :class:`~rocmstreams.errors.CaptureError`).
+        """
+    def stream_end_capture(self, stream: int) -> int:
+        """Stop recording on ``stream``; return the handle of the graph of what was recorded.
+
+        The capture ends even when this raises: CaptureError when the capture was invalidated (a
+        call the runtime refuses during capture, such as a query of the capturing stream) or
+        ``stream`` is not capturing.
+        """
+    def stream_is_capturing(self, stream: int) -> bool:
+        """True from begin to end capture, also once the capture was invalidated."""
+    def graph_instantiate(self, graph: int) -> int:
+        """An executable graph made from ``graph``; returns its handle."""
+    def graph_launch(self, graph_exec: int, stream: int) -> None:
+        """Queue one replay of ``graph_exec`` on ``stream``: every recorded operation, in order,
+        after earlier work on ``stream`` and after the previous launch of ``graph_exec``."""
+    def graph_exec_destroy(self, graph_exec: int) -> None:
+        """Destroy an executable graph; launches already queued still run."""
+    def graph_destroy(self, graph: int) -> None:
+        """Destroy a graph (its executables stay usable)."""
 
     # kernels
     def numba_module(self) -> Any:

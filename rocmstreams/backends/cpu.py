@@ -9,6 +9,12 @@ waits for earlier work on it. Non-blocking streams take part in neither.
 The simulator runs one kernel at a time (it keeps one process-wide kernel context), so kernels
 from all streams share one execution engine, like a GPU with a single kernel slot; copies and host
 functions run concurrently on their streams' threads.
+
+Graph capture: while a stream captures, the operations submitted for it are appended to the
+capture's node list instead of being queued. A graph is that list; launching its executable
+submits the nodes, in order, onto the target stream like any other work there, behind the
+previous launch of the same executable (as ``cudaGraphLaunch`` orders launches). Nodes are the
+same closures a direct submission would queue, so copies and kernels touch memory when they run.
 """
 from __future__ import annotations
 
@@ -26,16 +32,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import (BackendUnavailableError, EventNotReadyError, InvalidDeviceError,
-                      OutOfMemoryError, RocmStreamsError, SynchronizeError)
+from ..errors import (BackendUnavailableError, CaptureError, EventNotReadyError,
+                      InvalidDeviceError, OutOfMemoryError, RocmStreamsError, SynchronizeError)
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelLauncher, check_kernel_arguments
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
     0, 2, 101, 400, 600, 719)
+_CAPTURE_UNSUPPORTED, _CAPTURE_INVALIDATED, _CAPTURE_UNMATCHED = 900, 901, 903
 _NAMES = {_OUT_OF_MEMORY: "cpuErrorOutOfMemory", _INVALID_DEVICE: "cpuErrorInvalidDevice",
           _INVALID_HANDLE: "cpuErrorInvalidResourceHandle", _NOT_READY: "cpuErrorNotReady",
-          _LAUNCH_FAILURE: "cpuErrorLaunchFailure"}
+          _LAUNCH_FAILURE: "cpuErrorLaunchFailure",
+          _CAPTURE_UNSUPPORTED: "cpuErrorStreamCaptureUnsupported",
+          _CAPTURE_INVALIDATED: "cpuErrorStreamCaptureInvalidated",
+          _CAPTURE_UNMATCHED: "cpuErrorStreamCaptureUnmatched"}
 _PRIORITY_RANGE = (0, -1)  # (least, greatest), as a GPU reports it
 
 
@@ -117,6 +127,24 @@ class _Event:
     record: _Record | None = None
 
 
+@dataclass
+class _Capture:
+    """A stream's open capture: the operations recorded so far, and whether it still holds."""
+    nodes: list[Callable[[], None]] = field(default_factory=list)
+    invalidated: str | None = None
+
+
+@dataclass
+class _Exec:
+    """An instantiated graph: its nodes, and where the previous launch of it ends."""
+    nodes: tuple[Callable[[], None], ...]
+    last: tuple[_Worker, int] | None = None
+
+
+def _nothing() -> None:
+    pass
+
+
 _ENGINE = threading.Lock()  # the simulator's single kernel slot
 
 
@@ -136,6 +164,9 @@ class CpuBackend:
         self._per_thread = threading.local()
         self._blocking: list[_Worker] = []  # every blocking stream, per-thread defaults included
         self._device = 0
+        self._captures: dict[_Worker, _Capture] = {}
+        self._graphs: dict[int, list[Callable[[], None]]] = {}
+        self._execs: dict[int, _Exec] = {}
 
     # devices -------------------------------------------------------------------------------
     def get_device_count(self) -> int:
@@ -179,9 +210,22 @@ class CpuBackend:
 
     def _submit(self, stream: int, fn: Callable[[], None],
                 after: Sequence[tuple[_Worker, int]] = ()) -> int:
-        """Queue ``fn`` on ``stream`` behind the legacy default stream's implicit ordering."""
+        """Queue ``fn`` on ``stream`` behind the legacy default stream's implicit ordering.
+
+        On a capturing stream, ``fn`` is recorded instead (and 0 returned): cross-stream
+        dependencies (``after``) cannot be recorded and are refused.
+        """
         with self._lock:
             worker = self._worker(stream)
+            if self._captures:
+                capture = self._captures.get(worker)
+                if capture is not None:
+                    if after:
+                        raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the "
+                                    "cpu backend cannot record waits on events in a capture",
+                                    _CAPTURE_UNSUPPORTED)
+                    capture.nodes.append(fn)
+                    return 0
             deps = list(after)
             if worker is self._legacy:
                 deps += [(w, w.enqueued) for w in self._blocking if w is not worker]
@@ -198,12 +242,56 @@ class CpuBackend:
                 self._blocking.append(worker)
             return handle
 
+    def _refuse_if_capturing(self, worker: _Worker, stream: int, what: str) -> None:
+        """As the GPU runtimes do: refuse ``what`` on a capturing stream, invalidating it."""
+        with self._lock:
+            capture = self._captures.get(worker)
+            if capture is None:
+                return
+            capture.invalidated = capture.invalidated or what
+        raise _fail(CaptureError, f"{what} of stream {stream:#x} is not allowed while it is "
+                    "capturing a graph; the capture is invalidated", _CAPTURE_UNSUPPORTED)
+
+    # hot paths, bound once per handle (base.Backend.bind_stream); results are (status,) tuples
+    success = _SUCCESS
+
+    def stream_object(self, stream: int) -> int:
+        return stream
+
+    def bind_stream(self, stream: int) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
+        def query() -> tuple:
+            return (_SUCCESS,) if self.stream_query(stream) else (_NOT_READY,)
+
+        def synchronize() -> tuple:
+            self.stream_synchronize(stream)  # raises our errors itself
+            return (_SUCCESS,)
+        return query, synchronize
+
+    def bind_event(self, event: int) -> Callable[[Any], tuple]:
+        def record(stream: int) -> tuple:
+            self.event_record(event, stream)  # raises our errors itself
+            return (_SUCCESS,)
+        return record
+
+    def stream_query_result(self, result: tuple, stream: int) -> bool:
+        return False  # the bound query returns only success or not-ready
+
+    def stream_synchronize_result(self, result: tuple, stream: int) -> None:
+        raise _fail(SynchronizeError, "work queued on the stream failed", result[0])
+
+    def event_record_result(self, result: tuple, event: int, stream: int) -> None:
+        raise _fail(RocmStreamsError, f"could not record event {event:#x}", result[0])
+
     def stream_query(self, stream: int) -> bool:
         worker = self._worker(stream)
+        if self._captures:
+            self._refuse_if_capturing(worker, stream, "a query")
         return worker.done_through(worker.enqueued)
 
     def stream_synchronize(self, stream: int) -> None:
         worker = self._worker(stream)
+        if self._captures:
+            self._refuse_if_capturing(worker, stream, "a synchronize")
         worker.wait_for(worker.enqueued)
         self._raise_pending(worker)
 
@@ -222,6 +310,7 @@ class CpuBackend:
                             _INVALID_HANDLE)
             if worker in self._blocking:
                 self._blocking.remove(worker)
+            self._captures.pop(worker, None)
         worker.stop()  # queued work still runs, as cudaStreamDestroy lets it
 
     def stream_wait_event(self, stream: int, event: int) -> None:
@@ -250,6 +339,9 @@ class CpuBackend:
         ev = self._event(event)
         with self._lock:
             worker = self._worker(stream)
+            if worker in self._captures:
+                raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the cpu "
+                            "backend cannot record events in a capture", _CAPTURE_UNSUPPORTED)
             record = _Record(worker, 0)
 
             def mark() -> None:
@@ -317,6 +409,11 @@ class CpuBackend:
 
     def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         dst_buf, src_buf = self._buffer_at(dst), self._buffer_at(src)
+        if (dst_buf is None or src_buf is None) and self._captures and \
+                self._worker(stream) in self._captures:
+            raise _fail(CaptureError, f"a copy to or from pageable host memory cannot be captured "
+                        f"on stream {stream:#x}: use page-locked memory (pinned_empty)",
+                        _CAPTURE_UNSUPPORTED)
         if src_buf is None:  # pageable source: staged now
             staged = ctypes.create_string_buffer(ctypes.string_at(src, nbytes), nbytes)
             src, src_buf = ctypes.addressof(staged), staged
@@ -327,6 +424,73 @@ class CpuBackend:
         seq = self._submit(stream, copy)
         if dst_buf is None:  # pageable destination: the call returns once the copy is done
             self._worker(stream).wait_for(seq)
+
+    # graph capture -------------------------------------------------------------------------
+    def stream_begin_capture(self, stream: int) -> None:
+        if stream == LEGACY_STREAM:
+            raise _fail(CaptureError, "the legacy default stream cannot be captured",
+                        _CAPTURE_UNSUPPORTED)
+        with self._lock:
+            worker = self._worker(stream)
+            if worker in self._captures:
+                raise _fail(CaptureError, f"stream {stream:#x} is already capturing",
+                            _CAPTURE_UNSUPPORTED)
+            self._captures[worker] = _Capture()
+
+    def stream_end_capture(self, stream: int) -> int:
+        with self._lock:
+            capture = self._captures.pop(self._worker(stream), None)
+            if capture is None:
+                raise _fail(CaptureError, f"stream {stream:#x} is not capturing",
+                            _CAPTURE_UNMATCHED)
+            if capture.invalidated is not None:
+                raise _fail(CaptureError, f"the capture of stream {stream:#x} was invalidated "
+                            f"by {capture.invalidated} during it", _CAPTURE_INVALIDATED)
+            handle = next(self._ids)
+            self._graphs[handle] = capture.nodes
+            return handle
+
+    def stream_is_capturing(self, stream: int) -> bool:
+        return self._worker(stream) in self._captures
+
+    def graph_instantiate(self, graph: int) -> int:
+        with self._lock:
+            nodes = self._graphs.get(graph)
+            if nodes is None:
+                raise _fail(RocmStreamsError, f"no live graph has handle {graph:#x}",
+                            _INVALID_HANDLE)
+            handle = next(self._ids)
+            self._execs[handle] = _Exec(tuple(nodes) or (_nothing,))
+            return handle
+
+    def graph_launch(self, graph_exec: int, stream: int) -> None:
+        with self._lock:  # the nodes go onto the stream together, nothing in between
+            ex = self._execs.get(graph_exec)
+            if ex is None:
+                raise _fail(RocmStreamsError, f"no live executable graph has handle "
+                            f"{graph_exec:#x}", _INVALID_HANDLE)
+            worker = self._worker(stream)
+            if worker in self._captures:
+                for fn in ex.nodes:
+                    self._submit(stream, fn)
+                return
+            after = [] if ex.last is None else [ex.last]
+            for fn in ex.nodes:
+                seq = self._submit(stream, fn, after)
+                after = []
+            ex.last = (worker, seq)
+
+    def graph_exec_destroy(self, graph_exec: int) -> None:
+        with self._lock:
+            if self._execs.pop(graph_exec, None) is None:
+                raise _fail(RocmStreamsError, f"no live executable graph has handle "
+                            f"{graph_exec:#x}", _INVALID_HANDLE)
+
+    def graph_destroy(self, graph: int) -> None:
+        with self._lock:
+            if self._graphs.pop(graph, None) is None:
+                raise _fail(RocmStreamsError, f"no live graph has handle {graph:#x}",
+                            _INVALID_HANDLE)
 
     # kernels -------------------------------------------------------------------------------
     def numba_module(self) -> Any:

@@ -120,7 +120,8 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         legacy_stream=int(runtime.cudaStreamLegacy),
         host_alloc="HostAlloc", host_free="FreeHost", error_enum=err, device_name=_device_name,
         format_version=_version, kernels=NumbaKernels(numba_cuda),
-        launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver)
+        launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver,
+        stream_object=runtime.cudaStream_t, event_object=runtime.cudaEvent_t)
 
 
 def load() -> RuntimeBackend:

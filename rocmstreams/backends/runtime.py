@@ -34,6 +34,7 @@ status goes through :meth:`RuntimeBackend._check`, the backend's one error-check
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.metadata
 import itertools
 import threading
@@ -171,6 +172,9 @@ class RuntimeAdapter:
     #: Builds the driver calls of prepared kernel launches for a backend; None launches every
     #: kernel through the Numba module's own launch.
     kernel_driver: Callable[["RuntimeBackend"], KernelDriver] | None = None
+    #: The binding's handle objects for a stream and an event handle (ints pass unchanged).
+    stream_object: Callable[[int], Any] = int
+    event_object: Callable[[int], Any] = int
 
 
 class RuntimeBackend:
@@ -325,6 +329,39 @@ class RuntimeBackend:
                         f"priority={priority})")
         self._count("streams", 1)
         return int(result[1])
+
+    # ---- hot paths: bound once per handle (see base.Backend.bind_stream) -----------------------
+    @property
+    def success(self) -> Any:
+        return self._success
+
+    def stream_object(self, stream: int) -> Any:
+        return self._a.stream_object(stream or self._a.legacy_stream)
+
+    def bind_stream(self, stream: int) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
+        obj = self.stream_object(stream)
+        query = functools.partial(self._fn("StreamQuery"), obj)
+        if self._a.releases_gil:
+            return query, functools.partial(self._fn("StreamSynchronize"), obj)
+
+        def synchronize() -> tuple:
+            self._wait_polling("StreamQuery", stream or self._a.legacy_stream)
+            return self._fn("StreamSynchronize")(obj)
+        return query, synchronize
+
+    def bind_event(self, event: int) -> Callable[[Any], tuple]:
+        return functools.partial(self._fn("EventRecord"), self._a.event_object(event))
+
+    def stream_query_result(self, result: tuple, stream: int) -> bool:
+        return self._ready(result, f"querying stream {stream:#x} failed")
+
+    def stream_synchronize_result(self, result: tuple, stream: int) -> None:
+        self._check(result, SynchronizeError,
+                    f"waiting for stream {stream:#x} failed: work queued on it raised or faulted")
+
+    def event_record_result(self, result: tuple, event: int, stream: int) -> None:
+        self._check(result, RocmStreamsError,
+                    f"could not record event {event:#x} on stream {stream:#x}")
 
     # The calls below are the hot paths (benchmarked against the raw binding): the binding's
     # function is looked up once, success is tested by identity, messages are built on failure.

@@ -31,7 +31,16 @@ for be in cuda hip cpu; do
   if [ $be = hip ]; then env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 120 python3 -m rocmstreams demo
   else ROCMSTREAMS_BACKEND=$be timeout 120 python3 -m rocmstreams demo; fi
 done 2>&1 | tee "$out/demos.txt"
-run_suite cuda
+if [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names its file
+  echo "=== suite on cuda, file by file ==="
+  for f in tests/test_*.py; do
+    ROCMSTREAMS_BACKEND=cuda timeout 120 python3 -X faulthandler -m pytest -q -p no:cacheprovider \
+      -o timeout=90 "$f" > "$out/file_$(basename "$f" .py).log" 2>&1
+    echo "$(basename "$f"): exit $? $(tail -n 1 "$out/file_$(basename "$f" .py).log")"
+  done
+else
+  run_suite cuda
+fi
 run_suite hip "${hipenv[@]}"
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT.
 if [ "${BENCH:-0}" = 1 ]; then
