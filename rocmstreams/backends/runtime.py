@@ -369,7 +369,7 @@ class RuntimeBackend:
         result = self._fn("StreamQuery")(stream or self._a.legacy_stream)
         if result[0] is self._success:
             return True
-        return self._ready(result, f"querying stream {stream:#x} failed")
+        return self.stream_query_result(result, stream)
 
     def stream_synchronize(self, stream: int) -> None:
         handle = stream or self._a.legacy_stream
@@ -377,8 +377,7 @@ class RuntimeBackend:
             self._wait_polling("StreamQuery", handle)
         result = self._fn("StreamSynchronize")(handle)
         if result[0] is not self._success:
-            self._check(result, SynchronizeError,
-                        f"waiting for stream {stream:#x} failed: work queued on it raised or faulted")
+            self.stream_synchronize_result(result, stream)
 
     def stream_destroy(self, stream: int) -> None:
         self._a.kernels.forget(stream)
@@ -420,8 +419,7 @@ class RuntimeBackend:
     def event_record(self, event: int, stream: int) -> None:
         result = self._fn("EventRecord")(event, stream or self._a.legacy_stream)
         if result[0] is not self._success:
-            self._check(result, RocmStreamsError,
-                        f"could not record event {event:#x} on stream {stream:#x}")
+            self.event_record_result(result, event, stream)
 
     def event_query(self, event: int) -> bool:
         result = self._fn("EventQuery")(event)
