@@ -119,6 +119,27 @@ def test_each_call_packs_its_own_array(saxpy_like):
     assert [s[:9] for _, _, s in driver.launches] == [array_abi(second), array_abi(first)]
 
 
+def test_the_launcher_keeps_no_launched_array_alive(saxpy_like):
+    """Were it kept, the array would be freed inside some later launch, where a free waits for
+    the whole device and invalidates an open graph capture."""
+    import gc
+    import weakref
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots})
+    a = np.float32(1)
+    launcher(1, (rs.empty((2, 3), np.float32), a, 1), CONFIG)  # through Numba
+    dropped = rs.empty((2, 3), np.float32)
+    launcher(1, (dropped, a, 1), CONFIG)  # prepared
+    assert driver.launches[-1][2][:9] == array_abi(dropped)
+    watch = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert watch() is None, "the launcher still holds the array it launched with"
+    fresh = rs.empty((3, 2), np.float32)
+    launcher(1, (fresh, a, 1), CONFIG)
+    assert driver.launches[-1][2][:9] == array_abi(fresh)
+
+
 def test_an_array_of_another_type_goes_to_numba_and_then_has_its_own_specialization(saxpy_like):
     d, kernel, nslots = saxpy_like
     sig64 = (types.Array(types.float64, 2, "C"), types.float32, types.int64)
