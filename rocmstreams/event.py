@@ -96,7 +96,7 @@ class Event:
         else:
             target = stream._stream_obj
             if target is None:
-                stream._live()
+                target = stream._bind()[2]
             if stream._capture is not None:
                 from .stream import _event_in_capture
                 raise _event_in_capture()

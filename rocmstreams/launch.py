@@ -92,7 +92,9 @@ def _on_stream(backend: Backend, dispatcher: Any, config: tuple,
     launch = _kernel_launch(launcher.launch_on, (proxy,), dispatcher, config[0], config[1],
                             shared)
     kept = stream._launches
-    if len(kept) >= _KEPT_LAUNCHES:
+    if kept is None:
+        kept = stream._launches = {}
+    elif len(kept) >= _KEPT_LAUNCHES:
         for key in list(kept)[:_KEPT_LAUNCHES // 2]:
             del kept[key]
     try:

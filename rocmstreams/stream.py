@@ -41,20 +41,21 @@ class StreamOptions:
             raise TypeError(f"priority must be an int, got {self.priority!r}")
 
 
-_OPTIONS: dict[tuple[bool, int], StreamOptions] = {}
+#: Options already checked against a device's priority range, by (backend, ordinal, values).
+_CHECKED: dict[tuple[Any, int, bool, int], StreamOptions] = {}
 
 
-def _options(non_blocking: bool, priority: int) -> StreamOptions:
-    """The (immutable, shared) options for these values, checked once per distinct pair."""
-    try:
-        found = _OPTIONS.get((non_blocking, priority))
-    except TypeError:  # unhashable: StreamOptions says what is wrong
-        found = None
-    if found is None or type(non_blocking) is not bool or type(priority) is not int:
-        found = StreamOptions(non_blocking, priority)
-        if len(_OPTIONS) < 64:
-            _OPTIONS[(non_blocking, priority)] = found
-    return found
+def _checked_options(be: Backend, ordinal: int, non_blocking: bool,
+                     priority: int) -> StreamOptions:
+    """Check the options (types, then the device's priority range) and keep them for reuse."""
+    options = StreamOptions(non_blocking, priority)
+    least, greatest = _priority_range(ordinal)
+    if not greatest <= priority <= least:
+        raise ValueError(f"priority={priority} is out of range [{greatest}, {least}] "
+                         f"for device {ordinal} (lower numbers are higher priority)")
+    if len(_CHECKED) < 256:
+        _CHECKED[(be, ordinal, non_blocking, priority)] = options
+    return options
 
 
 def _destroy(be: Backend, handle: int) -> None:
@@ -85,7 +86,7 @@ class RocmStream:
 
     Notes
     -----
-    ``close()`` destroys an owned stream (idempotent); after it, every operation raises
+    ``close()`` releases an owned stream (idempotent); after it, every operation raises
     :class:`~rocmstreams.errors.StreamClosedError`. ``with stream:`` synchronizes, then closes.
     Borrowed and default streams are never destroyed by rocmstreams. ``with stream.capture() as
     graph:`` records the stream's work into a :class:`~rocmstreams.Graph` (see :meth:`capture`).
@@ -97,19 +98,19 @@ class RocmStream:
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None) -> None:
-        options = _options(non_blocking, priority)
         be = backend()
         current = be.get_device()
         ordinal = current if device is None else check_device(device)
-        least, greatest = _priority_range(ordinal)
-        if not greatest <= priority <= least:
-            raise ValueError(f"priority={priority} is out of range [{greatest}, {least}] "
-                             f"for device {ordinal} (lower numbers are higher priority)")
+        options = None
+        if type(non_blocking) is bool and type(priority) is int:  # the common case: one lookup
+            options = _CHECKED.get((be, ordinal, non_blocking, priority))
+        if options is None:
+            options = _checked_options(be, ordinal, non_blocking, priority)
         if ordinal == current:
-            handle = be.stream_create(non_blocking, priority)
+            handle = be.stream_create(non_blocking, priority, ordinal)
         else:
             with using_device(ordinal):
-                handle = be.stream_create(non_blocking, priority)
+                handle = be.stream_create(non_blocking, priority, ordinal)
         self._setup(be, handle, ordinal, options, owner=None)
         self._finalizer = weakref.finalize(self, _destroy, be, handle)
 
@@ -123,13 +124,24 @@ class RocmStream:
         self._finalizer = None
         self._key = (be.name, device, handle)
         self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
-        self._launches: dict[tuple, Any] = {}  # kernel launches configured on this stream
+        self._launches: dict[tuple, Any] | None = None  # kernel launches configured on it
         self._proxy: Any = None  # the weak proxy those launches hold
         self._capture: Graph | None = None  # the graph a `with self.capture()` block records
-        # the runtime's query and synchronize bound to this stream: the hot paths call them
+        # the runtime's query, synchronize and stream object bound to this stream, on first use
+        # (see _bind): the hot paths call them
+        self._query: Callable[[], tuple] | None = None
+        self._sync: Callable[[], tuple] | None = None
+        self._stream_obj: Any = None
+        self._ok = be.success
+
+    def _bind(self) -> tuple[Callable[[], tuple], Callable[[], tuple], Any]:
+        """Bind the runtime's query, synchronize and stream object to the handle, once; raises
+        StreamClosedError on a closed stream."""
+        handle = self._live()
+        be = self._backend
         self._query, self._sync = be.bind_stream(handle)
         self._stream_obj = be.stream_object(handle)
-        self._ok = be.success
+        return self._query, self._sync, self._stream_obj
 
     @classmethod
     def _borrow(cls, handle: int, owner: object, device: int | None = None) -> "RocmStream":
@@ -255,7 +267,7 @@ class RocmStream:
         """
         query = self._query
         if query is None:
-            self._live()
+            query = self._bind()[0]
         if self._capture is not None:
             raise _capturing("query()")
         result = query()
@@ -277,7 +289,7 @@ class RocmStream:
         """
         sync = self._sync
         if sync is None:
-            self._live()
+            sync = self._bind()[1]
         if self._capture is not None:
             raise _capturing("synchronize()")
         result = sync()
@@ -397,9 +409,12 @@ class RocmStream:
 
     # lifetime ------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Destroy an owned stream (queued work still completes); idempotent.
+        """Release an owned stream (queued work still completes); idempotent.
 
-        Borrowed and default streams are only detached, never destroyed.
+        On GPU backends a stream that is idle when closed goes back to a small pool of its
+        device and options, and the next RocmStream made with them reuses it without a runtime
+        call (``rocmstreams.backends.runtime.STREAM_POOL_SIZE``); a stream still running work is
+        destroyed. Borrowed and default streams are only detached, never destroyed.
 
         Raises
         ------
@@ -414,7 +429,7 @@ class RocmStream:
         self._handle = None
         self._query = self._sync = self._stream_obj = None
         self._owner = None
-        self._launches.clear()
+        self._launches = None
         if self._finalizer is not None:
             self._finalizer()
 

@@ -518,3 +518,54 @@ def test_shim_compiles_and_hip_python_loads_it(tmp_path):
     header = (CUDA_HOME / "include" / "cuda_runtime_api.h").read_text()
     version = int(re.search(r"#define CUDART_VERSION\s+(\d+)", header).group(1))
     assert f"RUNTIME {version // 1000}.{version % 1000 // 10}.0" in proc.stdout, proc.stdout
+
+
+# ---- the pool of idle streams ------------------------------------------------------------------
+def _calls(binding, name):
+    return [args for called, args in binding.calls if called == name]
+
+
+def test_a_released_idle_stream_is_reused_by_the_next_stream_with_its_device_and_options():
+    be, binding = make_backend()
+    first = be.stream_create(True, -1, 0)
+    be.stream_destroy(first)
+    assert _calls(binding, "StreamDestroy") == []
+    assert be.live_handles()["streams"] == 0
+    assert be.stream_create(True, -1, 0) == first
+    assert len(_calls(binding, "StreamCreateWithPriority")) == 1
+    be.stream_destroy(first)
+    others = {be.stream_create(False, -1, 0), be.stream_create(True, 0, 0),
+              be.stream_create(True, -1, 1)}
+    assert first not in others and len(others) == 3
+    assert len(_calls(binding, "StreamCreateWithPriority")) == 4
+
+
+def test_a_stream_still_running_or_failed_when_released_is_destroyed_not_kept():
+    be, binding = make_backend()
+    for status in (NOT_READY, ILLEGAL_ADDRESS):
+        binding.status["StreamQuery"] = status
+        handle = be.stream_create(True, 0, 0)
+        be.stream_destroy(handle)
+        assert _calls(binding, "StreamDestroy")[-1] == (handle,)
+        binding.status["StreamQuery"] = OK
+        assert be.stream_create(True, 0, 0) != handle
+
+
+def test_the_pool_keeps_at_most_stream_pool_size_streams_per_key(monkeypatch):
+    monkeypatch.setattr(runtime, "STREAM_POOL_SIZE", 3)
+    be, binding = make_backend()
+    handles = [be.stream_create(False, 0, 0) for _ in range(5)]
+    for h in handles:
+        be.stream_destroy(h)
+    assert [args for args in _calls(binding, "StreamDestroy")] == [(handles[3],), (handles[4],)]
+    assert sorted(be.stream_create(False, 0, 0) for _ in range(3)) == sorted(handles[:3])
+    monkeypatch.setattr(runtime, "STREAM_POOL_SIZE", 0)
+    be.stream_destroy(handles[0])
+    assert _calls(binding, "StreamDestroy")[-1] == (handles[0],)
+
+
+def test_a_stream_the_backend_did_not_create_is_destroyed_not_pooled():
+    be, binding = make_backend()
+    be.stream_destroy(0x5000)
+    assert _calls(binding, "StreamDestroy") == [(0x5000,)]
+    assert be.stream_create(False, 0, 0) != 0x5000

@@ -233,7 +233,7 @@ class CpuBackend:
                 deps.append((self._legacy, self._legacy.enqueued))
             return worker.submit(_Op(fn, deps))
 
-    def stream_create(self, non_blocking: bool, priority: int) -> int:
+    def stream_create(self, non_blocking: bool, priority: int, device: int | None = None) -> int:
         with self._lock:
             handle = next(self._ids)
             worker = _Worker(f"rocmstreams-cpu-stream-{handle:#x}", blocking=not non_blocking)

@@ -51,6 +51,11 @@ from .prepared import KernelDriver, PreparedLauncher
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "NumbaKernels", "capture_codes"]
 
 _SUCCESS = 0
+
+#: Idle streams kept per (device, flags, priority) once their RocmStream closes, so that the next
+#: RocmStream with those options takes one without a runtime call (PyTorch keeps a pool the same
+#: way). A stream still running work when closed is destroyed, never kept. 0 turns the pool off.
+STREAM_POOL_SIZE = 16
 _CAPTURE_ERRORS = ("ErrorStreamCaptureUnsupported", "ErrorStreamCaptureInvalidated",
                    "ErrorStreamCaptureMerge", "ErrorStreamCaptureUnmatched",
                    "ErrorStreamCaptureUnjoined", "ErrorStreamCaptureIsolation",
@@ -189,8 +194,11 @@ class RuntimeBackend:
     def __init__(self, adapter: RuntimeAdapter) -> None:
         self._a = adapter
         self.name = adapter.name
-        self._lock = threading.Lock()
-        self._live = {"streams": 0, "events": 0, "allocations": 0}
+        # live handles by kind (set add/discard is atomic: no lock on the create/destroy paths)
+        self._live: dict[str, Any] = {"streams": {}, "events": set(), "allocations": set()}
+        # idle streams closed by their RocmStream, kept for reuse: (device, flags, priority) ->
+        # handles (the "streams" entry of _live maps each stream in use to that key)
+        self._stream_pool: dict[tuple[int, int, int], list[int]] = {}
         self._bound: dict[str, Callable[..., tuple]] = {}
         self._success = adapter.error_enum(_SUCCESS)
         self._kernel_driver: KernelDriver | None = None
@@ -265,10 +273,6 @@ class RuntimeBackend:
     def _stream(self, handle: int) -> int:
         return self._a.legacy_stream if handle == LEGACY_STREAM else handle
 
-    def _count(self, kind: str, delta: int) -> None:
-        with self._lock:
-            self._live[kind] += delta
-
     def _wait_polling(self, query: str, handle: int) -> None:
         """For a binding that holds the GIL in calls: wait in sleeps, which release it."""
         if self._a.releases_gil:
@@ -320,15 +324,28 @@ class RuntimeBackend:
                 "binding": binding}
 
     # ---- streams -----------------------------------------------------------------------------
-    def stream_create(self, non_blocking: bool, priority: int) -> int:
+    def stream_create(self, non_blocking: bool, priority: int, device: int | None = None) -> int:
+        """A stream on ``device`` (the current device, which the caller has made current): an
+        idle one from the pool of streams closed with the same options, else a new one."""
         flags = self._a.stream_non_blocking if non_blocking else 0
+        key = (self.get_device() if device is None else device, flags, priority)
+        pool = self._stream_pool.get(key)
+        if pool:
+            try:
+                handle = pool.pop()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
+                self._live["streams"][handle] = key
+                return handle
         result = self._fn("StreamCreateWithPriority")(flags, priority)
         if result[0] is not self._success:
             self._check(result, StreamCreationError,
                         f"could not create a stream (non_blocking={non_blocking}, "
                         f"priority={priority})")
-        self._count("streams", 1)
-        return int(result[1])
+        handle = int(result[1])
+        self._live["streams"][handle] = key
+        return handle
 
     # ---- hot paths: bound once per handle (see base.Backend.bind_stream) -----------------------
     @property
@@ -380,13 +397,21 @@ class RuntimeBackend:
             self.stream_synchronize_result(result, stream)
 
     def stream_destroy(self, stream: int) -> None:
+        """Release a stream this backend created: into the pool when it is idle and its pool
+        has room (see STREAM_POOL_SIZE), else destroyed (its queued work still completes)."""
+        key = self._live["streams"].pop(stream, None)
+        if key is not None and STREAM_POOL_SIZE > 0:
+            pool = self._stream_pool.setdefault(key, [])
+            if (len(pool) < STREAM_POOL_SIZE
+                    and self._fn("StreamQuery")(stream)[0] is self._success):
+                pool.append(stream)
+                return
         self._a.kernels.forget(stream)
         if not self._a.releases_gil:
             self._wait_polling("StreamQuery", self._stream(stream))
         result = self._fn("StreamDestroy")(stream)
         if result[0] is not self._success:
             self._check(result, RocmStreamsError, f"could not destroy stream {stream:#x}")
-        self._count("streams", -1)
 
     def stream_wait_event(self, stream: int, event: int) -> None:
         self._check(self._call("StreamWaitEvent", self._stream(stream), event, 0),
@@ -413,7 +438,7 @@ class RuntimeBackend:
         flags = 0 if timing else self._a.event_disable_timing
         handle = self._check(self._call("EventCreateWithFlags", flags), RocmStreamsError,
                              f"could not create an event (timing={timing})")
-        self._count("events", 1)
+        self._live["events"].add(int(handle))
         return int(handle)
 
     def event_record(self, event: int, stream: int) -> None:
@@ -443,31 +468,33 @@ class RuntimeBackend:
     def event_destroy(self, event: int) -> None:
         self._check(self._call("EventDestroy", event), RocmStreamsError,
                     f"could not destroy event {event:#x}")
-        self._count("events", -1)
+        self._live["events"].discard(event)
 
     # ---- memory ------------------------------------------------------------------------------
     def malloc(self, nbytes: int) -> int:
         ptr = self._check(self._call("Malloc", nbytes), RocmStreamsError,
                           f"could not allocate {nbytes} bytes of device memory")
-        self._count("allocations", 1)
-        return 0 if ptr is None else int(ptr)
+        ptr = 0 if ptr is None else int(ptr)
+        self._live["allocations"].add(ptr)
+        return ptr
 
     def free(self, ptr: int) -> None:
         self._check(self._call("Free", ptr), RocmStreamsError,
                     f"could not free device memory at {ptr:#x}")
-        self._count("allocations", -1)
+        self._live["allocations"].discard(ptr)
 
     def host_malloc(self, nbytes: int) -> int:
         ptr = self._check(self._call(self._a.host_alloc, nbytes, self._a.host_alloc_flags),
                           RocmStreamsError,
                           f"could not allocate {nbytes} bytes of pinned host memory")
-        self._count("allocations", 1)
-        return 0 if ptr is None else int(ptr)
+        ptr = 0 if ptr is None else int(ptr)
+        self._live["allocations"].add(ptr)
+        return ptr
 
     def host_free(self, ptr: int) -> None:
         self._check(self._call(self._a.host_free, ptr), RocmStreamsError,
                     f"could not free pinned host memory at {ptr:#x}")
-        self._count("allocations", -1)
+        self._live["allocations"].discard(ptr)
 
     def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         self._check(self._call("MemcpyAsync", dst, src, nbytes, self._a.memcpy_default,
@@ -555,5 +582,4 @@ class RuntimeBackend:
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def live_handles(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._live)
+        return {kind: len(handles) for kind, handles in self._live.items()}
