@@ -51,3 +51,22 @@ def test_staged_copies_smoke_checks_every_copy_and_the_gil_probe(backend, tmp_pa
     assert any(r["case"].startswith("numba-cuda") for r in report["rows"])  # measured or missing
     if backend.name != "cpu":
         assert report["targets"] and "target:" in stdout
+
+
+def test_overhead_smoke_measures_every_rocmstreams_figure_and_names_missing_peers(
+        backend, tmp_path):
+    report, stdout = _run("overhead.py", tmp_path)
+    assert report["benchmark"] == "overhead"
+    figures = report["figures"]
+    for figure in ("launch", "stream query, idle", "stream synchronize, idle", "event record",
+                   "stream create + close", "graph replay per kernel", "H2D pinned",
+                   "D2H pinned", "H2D pageable"):
+        ours = figures[figure]["rocmstreams"]
+        assert isinstance(ours, float) and ours > 0, (figure, ours)
+    assert figures["host memory growth"]["rocmstreams"] < 2.0
+    for figure, values in figures.items():
+        for library, value in values.items():
+            assert isinstance(value, float) or value.startswith("missing"), (figure, library,
+                                                                             value)
+    assert {row["figure"] for row in report["targets"]} >= {"launch", "H2D pageable"}
+    assert "targets" in stdout
