@@ -19,17 +19,19 @@ _CAPTURING, _READY, _CLOSED = "capturing", "ready", "closed"
 class _Handles:
     """The raw graph and executable-graph handles of one Graph; released once."""
 
-    __slots__ = ("graph", "graph_exec")
+    __slots__ = ("graph", "graph_exec", "kept")
 
     def __init__(self) -> None:
         self.graph: int | None = None
         self.graph_exec: int | None = None
+        self.kept: list[Any] = []  # the arrays and scalars captured work was given
 
 
 def _release(be: Backend, handles: _Handles) -> None:
     """Finalizer of graphs: destroys what was made, executable first; warns, never raises."""
     graph_exec, handles.graph_exec = handles.graph_exec, None
     graph, handles.graph = handles.graph, None
+    kept, handles.kept = handles.kept, []
     for destroy, handle, what in ((be.graph_exec_destroy, graph_exec, "executable graph"),
                                   (be.graph_destroy, graph, "graph")):
         if handle is None:
@@ -39,6 +41,7 @@ def _release(be: Backend, handles: _Handles) -> None:
         except Exception as exc:  # noqa: BLE001 - cleanup must not raise
             warnings.warn(f"rocmstreams: destroying {what} {handle:#x} failed: {exc}",
                           ResourceWarning, stacklevel=2)
+    del kept  # the captured arrays go once the graph is gone (a free waits for queued replays)
 
 
 def _deliver(source: list[Any], target: list[Any]) -> None:
@@ -79,8 +82,8 @@ class Graph:
     -----
     A replay re-runs every captured kernel, copy and host callback in captured order, on the
     memory the capture named: copies read and write it at replay time, so new data in a pinned
-    input array is what the next replay sees. Keep every array the capture touched alive as long
-    as the graph. ``close()`` frees the graph (idempotent; replays already queued still run); after
+    input array is what the next replay sees. The graph keeps the arrays its captured kernel
+    launches and copies were given alive until it is closed. ``close()`` frees the graph (idempotent; replays already queued still run); after
     it every operation raises :class:`~rocmstreams.errors.GraphClosedError`.
     """
 
@@ -129,6 +132,10 @@ class Graph:
             raise GraphClosedError(f"this Graph is {self._reason}; capture a new one with "
                                    "`with stream.capture() as graph:`")
         return self._handles.graph_exec  # type: ignore[return-value]
+
+    def _keep(self, objects: tuple) -> None:
+        """Keep what captured work was given (its arrays) alive as long as the graph."""
+        self._handles.kept.append(objects)
 
     def _errors_for_callback(self) -> list[tuple[Callable[..., Any], BaseException]]:
         """Where a host callback captured into this graph puts its exception."""

@@ -31,6 +31,7 @@ class _LegacyStream:
     """The legacy default stream, as launchers read a stream."""
 
     _handle = LEGACY_STREAM
+    _capture = None
 
 
 def _launch_and_wait(backend: Backend, launcher: KernelLauncher, config: tuple,

@@ -326,6 +326,8 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
             "copy through a page-locked array from rocmstreams.pinned_empty, or end the capture")
     if not nbytes:
         return
+    if stream is not None and stream._capture is not None:  # the graph keeps both ends alive
+        stream._capture._keep((dst, src))
     be = backend()
     if pageable and nbytes >= staging.MIN_STAGED_BYTES:
         device = be.get_device() if stream is None else stream.device

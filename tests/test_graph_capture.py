@@ -7,6 +7,7 @@ capture only stream work on the capturing stream is allowed on GPUs.
 import gc
 import pickle
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -433,6 +434,28 @@ def test_close_frees_both_handles_once_and_is_idempotent(kernels, stream, spy):
     assert graph.is_closed
     assert len(spy["graph_exec_destroy"]) == 1 and len(spy["graph_destroy"]) == 1
     stream.synchronize()  # the replay queued before close still ran
+
+
+def test_a_graph_keeps_the_arrays_of_its_captured_work_alive_until_closed(kernels, stream, rng):
+    x = rng.random(N, dtype=np.float32)
+    out = rs.pinned_empty(N, np.float32)
+    d = _device(x, stream)
+    watch = weakref.ref(d)
+    with stream.capture() as graph:
+        kernels.add_scalar[GRID, BLOCK, stream](d, np.float32(1))
+        rs.copy_async(out, d, stream=stream)
+    del d
+    gc.collect()
+    assert watch() is not None, "the graph let go of an array its replays write"
+    expected = x
+    for _ in range(3):
+        graph.launch(stream)
+        expected = expected + np.float32(1)
+    stream.synchronize()
+    np.testing.assert_array_equal(out, expected)
+    graph.close()
+    gc.collect()
+    assert watch() is None, "a closed graph still holds its arrays"
 
 
 def test_a_dropped_graph_frees_its_handles(kernels, stream, spy):

@@ -58,6 +58,8 @@ class KernelLauncher:
         if handle is None:
             from ..errors import StreamClosedError
             raise StreamClosedError(CLOSED_LAUNCH_STREAM)
+        if stream._capture is not None:  # a graph keeps its launches' arrays alive
+            stream._capture._keep(args)
         self._launch(handle, args, config)
 
 

@@ -150,6 +150,8 @@ class PreparedLauncher(KernelLauncher):
             handle = None
         if handle is None:
             raise StreamClosedError(CLOSED_LAUNCH_STREAM)
+        if stream._capture is not None:  # a graph keeps its launches' arrays alive
+            stream._capture._keep(args)
         run = self._last
         if run is None or not run(handle, args, config):
             self(handle, args, config)
