@@ -28,12 +28,13 @@ def test_a_new_stream_reuses_an_idle_closed_one_and_runs_work_as_a_new_stream(ke
 def test_a_stream_closed_while_its_work_runs_is_not_reused(kernels, latch):
     busy = rs.RocmStream(non_blocking=True)
     gate = latch().hold(busy)
-    handle = busy.handle
+    held = busy.record()
     busy.close()
     fresh = [rs.RocmStream(non_blocking=True) for _ in range(4)]
     try:
-        assert handle not in {s.handle for s in fresh}
-        assert all(s.query() for s in fresh)
+        # (the runtime may give a new stream the address of the destroyed one: compare work)
+        assert not held.query(), "the latch let go too early for this test to mean anything"
+        assert all(s.query() for s in fresh), "a new stream carries the closed stream's work"
     finally:
         gate.release()
         for s in fresh:
