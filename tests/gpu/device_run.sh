@@ -4,6 +4,7 @@
 # as installed (kernels/ -> rocmstreams/kernels), build the HIP-on-CUDA libamdhip64.so, then run
 # the suite on the cuda and hip backends and the demo on cuda, hip and cpu.
 # Usage: bash tests/gpu/device_run.sh [pytest args...]; logs go to $OUT (or /tmp/out).
+# BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -17,6 +18,7 @@ nvidia-smi -L
 python3 -c "import numpy, numba, numba.cuda, cuda.bindings, rocm.bindings.hip as h; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cuda.bindings', cuda.bindings.__version__)"
 bash "$repo/tests/hip_on_cuda/build.sh" /tmp/hiplib || echo "HIP-on-CUDA build FAILED"
 cd /tmp/src
+PYTEST_ARGS=("$@")
 run_suite() {  # backend, extra env...
   local be=$1; shift
   echo "=== suite on $be ==="
@@ -24,8 +26,12 @@ run_suite() {  # backend, extra env...
     -o timeout=90 -rs tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
   echo "exit $?"; tail -n 25 "$out/suite_$be.log"
 }
-PYTEST_ARGS=("$@")
 hipenv=(LD_LIBRARY_PATH=/tmp/hiplib:${LD_LIBRARY_PATH:-} ROCMSTREAMS_HIP_KERNELS=numba-cuda)
+if [ "${BENCH_ONLY:-0}" = 1 ]; then  # benchmarks only; pytest args, if any, run first on cuda
+  if [ ${#PYTEST_ARGS[@]} -gt 0 ]; then
+    ROCMSTREAMS_BACKEND=cuda timeout 200 python3 -m pytest -q -p no:cacheprovider "${PYTEST_ARGS[@]}" 2>&1 | tail -n 15
+  fi
+else
 for be in cuda hip cpu; do
   echo "=== demo on $be ==="
   if [ $be = hip ]; then env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 120 python3 -m rocmstreams demo
@@ -42,8 +48,9 @@ else
   run_suite cuda
 fi
 run_suite hip "${hipenv[@]}"
+fi
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT.
-if [ "${BENCH:-0}" = 1 ]; then
+if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
   export ROCMSTREAMS_BACKEND=cuda
   echo "=== benchmarks/overhead.py (cuda) ==="
   timeout 300 python3 benchmarks/overhead.py --json "$out/overhead.json" > "$out/overhead.txt" 2>&1
