@@ -11,9 +11,8 @@ synchronously and one at a time).
 """
 from __future__ import annotations
 
-import functools
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .backends import LEGACY_STREAM, Backend
 from .backends.base import KernelLauncher
@@ -40,58 +39,63 @@ def _launch_and_wait(backend: Backend, launcher: KernelLauncher, config: tuple,
     backend.stream_synchronize(LEGACY_STREAM)
 
 
-class KernelLaunch(functools.partial):
-    """A kernel configured with a grid, a block and a RocmStream; call it with the arguments.
+class KernelLaunch(Protocol):
+    """A kernel configured with a grid, a block and a stream; call it with the arguments.
+
+    What ``kernel[blocks, threads, stream]`` returns for a RocmStream: a function (the launch
+    hot path), carrying these attributes.
 
     Attributes
     ----------
     dispatcher : the Numba kernel
+    launcher : the backend's launcher of that kernel
     griddim, blockdim : tuple of 3 ints
     sharedmem : int
         Dynamic shared memory in bytes.
     """
 
     dispatcher: Any
+    launcher: KernelLauncher
     griddim: tuple[int, int, int]
     blockdim: tuple[int, int, int]
     sharedmem: int
 
-    def __repr__(self) -> str:
-        name = getattr(self.dispatcher, "__name__", type(self.dispatcher).__name__)
-        stream = self.args[0] if self.func is not _launch_and_wait else None
-        try:
-            shown = (repr(stream) if self.func is not _launch_and_wait
-                     else "legacy default stream, synchronous")
-        except ReferenceError:
-            shown = "<collected RocmStream>"
-        return f"<KernelLaunch {name}[{self.griddim}, {self.blockdim}, {shown}]>"
+    def __call__(self, *args: Any) -> None: ...
 
 
-def _kernel_launch(fn: Callable[..., None], bound: tuple, dispatcher: Any, griddim: Any,
-                   blockdim: Any, sharedmem: Any) -> KernelLaunch:
-    """Check the configuration (before anything is queued) and bind it to its launcher."""
+def _config(griddim: Any, blockdim: Any, sharedmem: Any) -> tuple:
+    """``(gx, gy, gz, bx, by, bz, sharedmem)``, checked before anything is queued."""
     from numba.cuda.errors import normalize_kernel_dimensions
     griddim, blockdim = normalize_kernel_dimensions(griddim, blockdim)
     if isinstance(sharedmem, bool) or not isinstance(sharedmem, int) or sharedmem < 0:
         raise ValueError(f"dynamic shared memory must be a non-negative int, got {sharedmem!r}")
-    launch = KernelLaunch(fn, *bound, (*griddim, *blockdim, sharedmem))
-    launch.dispatcher, launch.griddim, launch.blockdim = dispatcher, griddim, blockdim
-    launch.sharedmem = sharedmem
-    return launch
+    return (*griddim, *blockdim, sharedmem)
+
+
+def _described(launch: Callable[..., None], launcher: KernelLauncher, dispatcher: Any,
+               config: tuple, where: str) -> KernelLaunch:
+    """Name the configured launch (its repr and tracebacks show the kernel and configuration)
+    and attach what it launches."""
+    name = getattr(dispatcher, "__name__", type(dispatcher).__name__)
+    launch.__qualname__ = launch.__name__ = f"{name}[{config[:3]}, {config[3:6]}, {where}]"
+    launch.dispatcher, launch.launcher = dispatcher, launcher  # type: ignore[attr-defined]
+    launch.griddim, launch.blockdim = config[:3], config[3:6]  # type: ignore[attr-defined]
+    launch.sharedmem = config[6]  # type: ignore[attr-defined]
+    return launch  # type: ignore[return-value]
 
 
 def _on_stream(backend: Backend, dispatcher: Any, config: tuple,
                stream: RocmStream) -> KernelLaunch:
     """The launch of ``dispatcher[config]`` on ``stream``, configured once and kept on it."""
     stream._live()
-    shared = config[3] if len(config) > 3 else 0
+    checked = _config(config[0], config[1], config[3] if len(config) > 3 else 0)
     with using_device(stream.device):
         launcher = backend.kernel_launcher(dispatcher)
     proxy = stream._proxy
     if proxy is None:
         proxy = stream._proxy = weakref.proxy(stream)
-    launch = _kernel_launch(launcher.launch_on, (proxy,), dispatcher, config[0], config[1],
-                            shared)
+    launch = _described(launcher.configure(proxy, checked), launcher, dispatcher, checked,
+                        f"stream {stream.handle:#x}")
     kept = stream._launches
     if kept is None:
         kept = stream._launches = {}
@@ -115,9 +119,9 @@ def install(backend: Backend) -> None:
 
     def __getitem__(self: Any, config: Any) -> Any:
         try:  # the hot path: a launch configured on this stream before
-            if len(config) == 3 and type(config) is tuple:
-                return config[2]._launches[self, config[0], config[1]]
-        except (AttributeError, KeyError, TypeError):
+            griddim, blockdim, stream = config
+            return stream._launches[self, griddim, blockdim]
+        except Exception:  # noqa: BLE001 - anything else is decided below
             pass
         if type(config) is tuple and 2 <= len(config) <= 4:
             n = len(config)
@@ -130,8 +134,13 @@ def install(backend: Backend) -> None:
                         pass
                 return _on_stream(backend, self, config, stream)
             if route_all:
-                return _kernel_launch(_launch_and_wait, (backend, backend.kernel_launcher(self)),
-                                      self, config[0], config[1], config[3] if n > 3 else 0)
+                checked = _config(config[0], config[1], config[3] if n > 3 else 0)
+                launcher = backend.kernel_launcher(self)
+
+                def launch(*args: Any) -> None:
+                    _launch_and_wait(backend, launcher, checked, *args)
+                return _described(launch, launcher, self, checked,
+                                  "legacy default stream, synchronous")
         return original(self, config)
 
     cls._rocmstreams_original_getitem = original

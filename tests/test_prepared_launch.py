@@ -60,7 +60,7 @@ def add_big(out, x, k):
 
 def _launcher(stream, kernel, grid, block):
     """The backend launcher behind ``kernel[grid, block, stream]``."""
-    return kernel[grid, block, stream].func.__self__
+    return kernel[grid, block, stream].launcher
 
 
 def test_results_match_numbas_own_launch_on_fresh_data(stream, rng):

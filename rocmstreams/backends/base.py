@@ -36,10 +36,12 @@ CLOSED_LAUNCH_STREAM = "the launch stream is closed; configure the kernel on an 
 
 
 class KernelLauncher:
-    """Launches one kernel: ``launch_on(stream, config, *args)``.
+    """Launches one kernel: ``launch_on(stream, config, *args)``, or ``configure(stream,
+    config)(*args)``.
 
-    ``stream`` is any object whose ``_handle`` is the stream handle, None once closed (a
-    RocmStream, or a weak proxy of one); ``config`` is ``(gx, gy, gz, bx, by, bz, sharedmem)``.
+    ``stream`` is any object whose ``_handle`` is the stream handle, None once closed, and whose
+    ``_capture`` is the graph it is capturing or None (a RocmStream, or a weak proxy of one);
+    ``config`` is ``(gx, gy, gz, bx, by, bz, sharedmem)``.
 
     Parameters
     ----------
@@ -49,6 +51,15 @@ class KernelLauncher:
 
     def __init__(self, launch: Callable[[int, tuple, tuple], None]) -> None:
         self._launch = launch
+
+    def configure(self, stream: Any, config: tuple) -> Callable[..., None]:
+        """The launch on ``stream`` with ``config``: a function taking the kernel's arguments."""
+        launch_on = self.launch_on
+
+        def launch(*args: Any) -> None:
+            launch_on(stream, config, *args)
+
+        return launch
 
     def launch_on(self, stream: Any, config: tuple, *args: Any) -> None:
         try:
