@@ -279,8 +279,25 @@ def peers_launch(f: Figures, race: Race, s: rs.RocmStream,
         ptr = ctypes.c_void_p(buf.ptr)
         packed = (ctypes.c_void_p * 2)(ctypes.addressof(ptr), ctypes.addressof(nval))
         addr, cs = ctypes.addressof(packed), driver.CUstream(s.handle)
-        race.add("cuda.bindings", lambda: driver.cuLaunchKernel(fn, 1, 1, 1, 256, 1, 1, 0, cs,
-                                                                addr, 0), after=s.synchronize)
+        # (the parameter memory is a default argument: it must outlive the race)
+        race.add("cuda.bindings", lambda keep=(ptr, nval, packed): driver.cuLaunchKernel(
+            fn, 1, 1, 1, 256, 1, 1, 0, cs, addr, 0), after=s.synchronize)
+        # The same raw call launching Numba's compiled add_scalar, its parameters packed by hand
+        # in Numba's ABI: what the driver itself costs for the kernel rocmstreams launches.
+        from rocmstreams.kernels import add_scalar
+        other = rs.empty(1024, np.float32)
+        add_scalar[1, 256, s](other, np.float32(1.0))  # compiled before the race
+        s.synchronize()
+        compiled = next(iter(add_scalar.overloads.values()))
+        numba_fn = driver.CUfunction(int(compiled._codelibrary.get_cufunc().handle))
+        abi = [ctypes.c_int64(0), ctypes.c_int64(0), ctypes.c_int64(1024), ctypes.c_int64(4),
+               ctypes.c_uint64(other.ptr), ctypes.c_int64(1024), ctypes.c_int64(4),
+               ctypes.c_float(1.0)]
+        abi_ptrs = (ctypes.c_void_p * len(abi))(*(ctypes.addressof(v) for v in abi))
+        abi_addr = ctypes.addressof(abi_ptrs)
+        race.add("cuda.bindings (Numba's kernel)",
+                 lambda keep=(other, abi, abi_ptrs): driver.cuLaunchKernel(
+                     numba_fn, 1, 1, 1, 256, 1, 1, 0, cs, abi_addr, 0), after=s.synchronize)
         try:
             from cuda.core import Device, LaunchConfig, ObjectCode, launch
             dev = Device()
@@ -591,7 +608,7 @@ def main() -> int:
         print("  the hip backend is measured as rocmstreams only; the peers are CUDA's")
     f = measure(args.quick, on_gpu)
     libraries = ["rocmstreams", "rocmstreams (configured)", "rocmstreams (pool off)", "C++ floor",
-                 "cuda.bindings",
+                 "cuda.bindings", "cuda.bindings (Numba's kernel)",
                  "cuda.bindings driver", "cuda.core", "numba-cuda", "CuPy", "torch"]
     print()
     for figure, values in f.values.items():
