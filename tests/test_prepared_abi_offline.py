@@ -49,6 +49,13 @@ class Driver:
     status: object = OK
 
     def launch(self, func, gx, gy, gz, bx, by, bz, shm, stream, params, extra):
+        if params is None:  # one buffer: extra = {POINTER, buffer, SIZE, &size, END}
+            pointer, buffer, size_marker, size_at, end = (ctypes.c_void_p * 5).from_address(extra)
+            assert (pointer, size_marker, end) == (1, 2, None)
+            size = ctypes.c_size_t.from_address(size_at).value
+            self.launches.append(((gx, gy, gz, bx, by, bz, shm), stream,
+                                  ctypes.string_at(buffer, size)))
+            return (self.status,)
         n = self.nslots[func]
         pointers = (ctypes.c_void_p * n).from_address(params) if n else []
         slots = [ctypes.string_at(p, 8) for p in pointers]
@@ -56,19 +63,26 @@ class Driver:
         return (self.status,)
 
 
-def make(dispatcher, kernel_slots):
+def make(dispatcher, kernel_slots, layouts=None):
+    """A launcher over the recording driver; with ``layouts`` (kernel id -> the driver's
+    (offset, size) of each parameter, or None), the driver takes one parameter buffer."""
     driver = Driver()
     numba_calls = []
+    tokens = {}
 
     def function(kernel):
         token = object()
         driver.nslots[token] = kernel_slots[id(kernel)]
+        tokens[token] = id(kernel)
         return token
 
     kd = KernelDriver(launch=driver.launch, success=OK, function=function,
                       stream=lambda h: ("stream", h),
                       error=lambda status, what: RuntimeError(f"refused: {what}"),
-                      array_types=(rs.DeviceArray,))
+                      array_types=(rs.DeviceArray,),
+                      buffer_markers=None if layouts is None else (1, 2, 0),
+                      param_info=None if layouts is None else
+                      (lambda f, count: layouts[tokens[f]]))
     launcher = PreparedLauncher(dispatcher, kd,
                                 lambda h, args, config: numba_calls.append((h, args, config)))
     return launcher, driver, numba_calls
@@ -210,3 +224,51 @@ def test_complex_and_bool_parameters_take_numbas_slots():
     assert slots[0] == struct.pack("<d", 1.5) and slots[1] == struct.pack("<d", -2.5)
     assert slots[2][:1] == b"\x01"
     assert slots[3][:4] == struct.pack("<f", 3) and slots[4][:4] == struct.pack("<f", -4)
+
+
+# ---- one parameter buffer (CUDA's CU_LAUNCH_PARAM_BUFFER_POINTER) -------------------------------
+def test_a_buffer_driver_gets_each_parameter_at_its_c_offset(saxpy_like, rng):
+    d, kernel, nslots = saxpy_like
+    layout = [(8 * k, 8) for k in range(9)] + [(72, 4), (80, 8)]  # float32 then an aligned int64
+    launcher, driver, _ = make(d, {id(kernel): nslots}, {id(kernel): layout})
+    out = rs.empty((6, 7), np.float32)
+    a = np.float32(rng.standard_normal())
+    launcher(0x50, (out, a, 12345), CONFIG)  # through Numba
+    launcher(0x50, (out, a, -7), CONFIG)
+    config, stream, buffer = driver.launches[-1]
+    assert config == CONFIG and stream == ("stream", 0x50)
+    values = [0, 0, out.size, 4, out.ptr, *out.shape, *out.strides]
+    assert buffer == struct.pack("@qqqqQqqqqfq", *values, a, -7) and len(buffer) == 88
+    other = rs.empty((2, 3), np.float32)
+    launcher(0x50, (other, a, 9), CONFIG)  # every call packs its own values
+    assert driver.launches[-1][2] == struct.pack(
+        "@qqqqQqqqqfq", 0, 0, 6, 4, other.ptr, 2, 3, 12, 4, a, 9)
+
+
+def test_small_scalars_pack_tightly_in_a_buffer():
+    sig = (types.Array(types.float32, 1, "C"), types.boolean, types.int16, types.int16,
+           types.complex64, types.float64)
+    kernel = Kernel(sig)
+    d = Dispatcher(overloads={sig: kernel})
+    layout = [(8 * k, 8) for k in range(7)] + [(56, 1), (58, 2), (60, 2), (64, 4), (68, 4),
+                                               (72, 8)]
+    launcher, driver, _ = make(d, {id(kernel): 13}, {id(kernel): layout})
+    out = rs.empty(5, np.float32)
+    args = (out, True, np.int16(-3), np.int16(7), np.complex64(1.5 - 2j), 0.25)
+    launcher(1, args, CONFIG)
+    launcher(1, args, CONFIG)
+    assert driver.launches[-1][2] == struct.pack(
+        "@qqqqQqq?hhffd", 0, 0, 5, 4, out.ptr, 5, 4, True, -3, 7, 1.5, -2.0, 0.25)
+
+
+@pytest.mark.parametrize("driver_layout", [None, [(8 * k, 8) for k in range(11)]],
+                         ids=["unknown", "different"])
+def test_a_kernel_whose_layout_the_driver_does_not_confirm_gets_per_parameter_pointers(
+        saxpy_like, driver_layout):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots}, {id(kernel): driver_layout})
+    out = rs.empty((6, 7), np.float32)
+    launcher(1, (out, np.float32(2), 3), CONFIG)
+    launcher(1, (out, np.float32(2), 3), CONFIG)
+    slots = driver.launches[-1][2]
+    assert isinstance(slots, list) and slots[:9] == array_abi(out) and slots[10] == q(3)

@@ -76,8 +76,10 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     """Prepared launches through the driver's cuLaunchKernel (cuda.bindings.driver).
 
     numba-cuda loads kernels through cuda.core, whose handle (a CUkernel or CUfunction) the
-    driver launches as a CUfunction on the current context. Runtime stream handles are driver
-    handles; the legacy default stream is CU_STREAM_LEGACY.
+    driver launches as a CUfunction (a CUkernel's context is taken from the stream). Runtime
+    stream handles are driver handles; the legacy default stream is CU_STREAM_LEGACY. The
+    parameters go as one buffer (CU_LAUNCH_PARAM_BUFFER_POINTER = 1, _SIZE = 2, _END = 0 in
+    cuda.h) where the driver's parameter offsets agree with the prepared layout.
     """
     from cuda.bindings import driver
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
@@ -86,9 +88,28 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
 
     success = driver.CUresult.CUDA_SUCCESS
     legacy = int(driver.CU_STREAM_LEGACY)
+    libraries: dict[int, bool] = {}  # function handle -> whether it is a CUkernel
 
     def function(kernel: Any) -> Any:
-        return driver.CUfunction(int(kernel._codelibrary.get_cufunc().handle))
+        handle = kernel._codelibrary.get_cufunc().handle
+        libraries[int(handle)] = isinstance(handle, driver.CUkernel)
+        return driver.CUfunction(int(handle))
+
+    def param_info(function: Any, count: int) -> list[tuple[int, int]] | None:
+        """The (offset, size) of each of the ``count`` parameters; None unless exactly that
+        many (cuKernelGetParamInfo / cuFuncGetParamInfo, CUDA 12.4+)."""
+        handle = int(function)
+        if libraries.get(handle):
+            query, target = driver.cuKernelGetParamInfo, driver.CUkernel(handle)
+        else:
+            query, target = driver.cuFuncGetParamInfo, function
+        found = []
+        for index in range(count + 1):
+            status, offset, size = query(target, index)
+            if status != success:
+                return found if index == count else None
+            found.append((int(offset), int(size)))
+        return None  # more parameters than the prepared signature has
 
     def stream(handle: int) -> Any:
         return driver.CUstream(handle or legacy)
@@ -101,7 +122,8 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
                                      message=message.decode() if message else None)
 
     return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
-                        stream=stream, error=error, array_types=(DeviceArray, DeviceNDArray))
+                        stream=stream, error=error, array_types=(DeviceArray, DeviceNDArray),
+                        buffer_markers=(1, 2, 0), param_info=param_info)
 
 
 def _adapter(runtime: Any) -> RuntimeAdapter:

@@ -64,6 +64,14 @@ class KernelDriver:
     for a stream handle; ``error(status, what)`` the exception to raise for a failed launch;
     ``array_types`` the array classes whose ABI values may be cached on them; ``extra`` the
     value passed as the launch call's ``extra`` argument.
+
+    ``buffer_markers``, where the driver takes all parameters as one buffer through ``extra``
+    (CUDA's ``CU_LAUNCH_PARAM_BUFFER_POINTER``/``_SIZE``/``_END``, in that order): the launch
+    then passes no per-parameter pointers, and the driver copies one block instead of looking
+    up and copying each parameter. ``param_info(function)`` gives the function's parameters as
+    ``(offset, size)`` pairs (``param_info(function, count)``); a kernel whose layout is not the
+    one computed here, or whose layout the driver cannot give, is launched with per-parameter
+    pointers instead.
     """
 
     launch: Callable[..., tuple]
@@ -73,22 +81,50 @@ class KernelDriver:
     error: Callable[[Any, str], BaseException]
     array_types: tuple[type, ...]
     extra: Any = 0
+    buffer_markers: tuple[int, int, int] | None = None
+    param_info: Callable[[Any, int], list[tuple[int, int]] | None] | None = None
 
 
 class _ParamBuffer:
-    """A parameter buffer of 8-byte slots and the array of pointers to them the driver takes."""
+    """A parameter buffer and what the launch call passes for it: ``(params, extra)``.
 
-    def __init__(self, nbytes: int) -> None:
+    Per-parameter mode: 8-byte slots, ``params`` the address of the array of pointers to them.
+    Buffer mode (``markers``): the parameters at their own offsets, ``params`` None and
+    ``extra`` the address of ``{POINTER, buffer, SIZE, &size, END}``.
+    """
+
+    def __init__(self, nbytes: int, markers: tuple[int, int, int] | None, extra: Any) -> None:
         self.data = bytearray(max(nbytes, 8))
         raw = (ctypes.c_char * len(self.data)).from_buffer(self.data)
         base = ctypes.addressof(raw)
-        nslots = nbytes // 8
-        self._keep = raw, (ctypes.c_void_p * max(nslots, 1))(*(base + 8 * k
-                                                               for k in range(nslots)))
-        self.address = ctypes.addressof(self._keep[1])
+        if markers is None:
+            nslots = nbytes // 8
+            pointers = (ctypes.c_void_p * max(nslots, 1))(*(base + 8 * k
+                                                            for k in range(nslots)))
+            self._keep: tuple[Any, ...] = (raw, pointers)
+            self.params, self.extra = ctypes.addressof(pointers), extra
+        else:
+            pointer, size_marker, end = markers
+            size = ctypes.c_size_t(nbytes)
+            options = (ctypes.c_void_p * 5)(pointer, base, size_marker, ctypes.addressof(size),
+                                            end)
+            self._keep = (raw, size, options)
+            self.params, self.extra = None, ctypes.addressof(options)
 
 
 _NOTHING = object()
+
+
+def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
+    """``(offset, size)`` of each field of a native-aligned struct format (``fmt[0]`` is "@")."""
+    found, prefix = [], fmt[0]
+    for part in fmt[1:]:
+        for code in part:
+            size = struct.calcsize(code)
+            end = struct.calcsize(prefix + code)
+            found.append((end - size, size))
+            prefix += code
+    return found
 
 
 class _Unpreparable(Exception):
@@ -232,7 +268,10 @@ class PreparedLauncher(KernelLauncher):
         if len(params) != len(args):
             raise _Unpreparable("argument count differs from the kernel's")
 
-        fmt, values, checks, namespace = ["<"], [], [], {}
+        # two layouts: 8-byte slots (per-parameter pointers), and each parameter at its own
+        # C-aligned offset (one buffer, where the driver takes one)
+        slots, packed_fmt, values, checks, namespace = ["<"], ["@"], [], [], {}
+        sizes: list[int] = []  # each kernel parameter's size, in order
         for i, (a, param, seen) in enumerate(zip(args, params, observed)):
             name = f"a{i}"
             kind = getattr(param, "name", str(param))
@@ -240,7 +279,9 @@ class PreparedLauncher(KernelLauncher):
                 if type(param).__name__ != "Array":
                     raise _Unpreparable(f"array passed for a {param} parameter")
                 ndim = param.ndim
-                fmt.append("qqqqQ" + "q" * (2 * ndim))
+                slots.append("qqqqQ" + "q" * (2 * ndim))
+                packed_fmt.append("qqqqQ" + "q" * (2 * ndim))
+                sizes += [8] * (5 + 2 * ndim)
                 namespace[f"T{i}"] = seen
                 checks.append(
                     f"    try:\n"
@@ -254,20 +295,29 @@ class PreparedLauncher(KernelLauncher):
                 values.append(f"*m{i}[1]")
             elif kind in _SCALARS and not isinstance(a, (complex, np.complexfloating)):
                 code, pad = _SCALARS[kind]
-                fmt.append(code + "x" * pad)
+                slots.append(code + "x" * pad)
+                packed_fmt.append(code)
+                sizes.append(struct.calcsize(code))
                 values.append(name)
             elif kind in _COMPLEX and isinstance(a, _SCALAR_TYPES):
                 code, pad = _COMPLEX[kind]
-                fmt.append((code + "x" * pad) * 2)
+                slots.append((code + "x" * pad) * 2)
+                packed_fmt.append(code * 2)
+                sizes += [struct.calcsize(code)] * 2
                 values.append(f"{name}.real, {name}.imag")
             else:
                 raise _Unpreparable(f"parameter of type {param} is not prepared")
 
-        layout = struct.Struct("".join(fmt))
         try:
             cufunc = driver.function(kernel)
         except Exception as exc:  # noqa: BLE001 - a compiled kernel we cannot reach
             raise _Unpreparable(f"no launchable function: {exc}") from exc
+        markers = driver.buffer_markers
+        packed_layout = struct.Struct("".join(packed_fmt))
+        if markers is not None and _offsets(packed_fmt) == self._param_info(cufunc, sizes):
+            layout = packed_layout
+        else:  # per-parameter pointers: they need no agreement on offsets
+            markers, layout = None, struct.Struct("".join(slots))
         streams: dict[int, Any] = {}
 
         def stream_of(handle: int) -> Any:
@@ -278,14 +328,15 @@ class PreparedLauncher(KernelLauncher):
         # packing when every argument is the same as last time; one for other threads,
         # used under a lock. The driver reads a buffer during the launch call (without the GIL).
         name = getattr(d, "__name__", "kernel")
-        buffers = [_ParamBuffer(layout.size) for _ in range(2)]
+        buffers = [_ParamBuffer(layout.size, markers, driver.extra) for _ in range(2)]
         last: list[Any] = [_NOTHING] * len(args)
         namespace.update(
             ABI=ABI_ATTRIBUTE, abi=self._abi_maker(), pack=layout.pack_into,
-            buf=buffers[0].data, params=buffers[0].address, buf2=buffers[1].data,
-            params2=buffers[1].address, keep=buffers, last=last, NOTHING=_NOTHING,
+            buf=buffers[0].data, params=buffers[0].params, extra=buffers[0].extra,
+            buf2=buffers[1].data, params2=buffers[1].params, extra2=buffers[1].extra,
+            keep=buffers, last=last, NOTHING=_NOTHING,
             owner=threading.get_ident(), get_ident=threading.get_ident, func=cufunc,
-            launch=driver.launch, ok=driver.success, extra=driver.extra, streams=streams, stream_of=stream_of,
+            launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
             lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
             what=f"launching {name}",
             **{f"C{i}": type(a) for i, a in enumerate(args)})
@@ -326,12 +377,23 @@ class PreparedLauncher(KernelLauncher):
             f"                pack(buf2, 0, {packed})\n"
             "            except pack_errors:\n"
             "                return False\n"
-            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra)[0]\n"
+            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]\n"
             "    if status is not ok:\n"
             "        raise fail(status, f'{what} with grid {config[:3]}, block {config[3:6]}')\n"
             "    return True\n")
         exec(compile(source, f"<rocmstreams prepared launch of {name}>", "exec"), namespace)
         return namespace["run"]
+
+    def _param_info(self, function: Any, sizes: list[int]) -> list[tuple[int, int]] | None:
+        """The driver's ``(offset, size)`` of each parameter of ``function``, or None."""
+        info = self._driver.param_info
+        if info is None:
+            return None
+        try:
+            found = info(function, len(sizes))
+        except Exception:  # noqa: BLE001 - a driver that cannot say: per-parameter pointers
+            return None
+        return None if found is None else [tuple(pair) for pair in found]
 
     def _abi_maker(self) -> Callable[[Any], tuple[Any, tuple[int, ...]]]:
         typeof = self.dispatcher.typeof_pyval
