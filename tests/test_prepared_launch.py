@@ -246,3 +246,15 @@ def test_launches_from_many_threads_keep_their_own_arguments(make_stream, rng):
         t, j = divmod(key, 1000)
         np.testing.assert_allclose(h, t * x + j, rtol=1e-12)
     assert len(results) == 4 * per_thread
+
+
+@pytest.mark.skipif(rs.backend().name != "cuda", reason="the cuda driver takes one buffer")
+def test_on_cuda_the_parameters_go_as_one_buffer_and_the_results_are_right(stream, rng):
+    x = rng.standard_normal(300).astype(np.float32)
+    out, d = rs.empty_like(x), rs.to_device(x, stream=stream)
+    for _ in range(2):  # the first through Numba, the second prepared
+        affine[2, 256, stream](out, d, np.float32(3), np.float32(-1))
+    run = _launcher(stream, affine, 2, 256)._last
+    assert run.__globals__["params"] is None and run.__globals__["extra"]
+    np.testing.assert_allclose(out.copy_to_host(stream=stream), 3 * x.astype(np.float64) - 1,
+                               rtol=1e-6, atol=1e-6)
