@@ -569,3 +569,16 @@ def test_a_stream_the_backend_did_not_create_is_destroyed_not_pooled():
     be.stream_destroy(0x5000)
     assert _calls(binding, "StreamDestroy") == [(0x5000,)]
     assert be.stream_create(False, 0, 0) != 0x5000
+
+
+def test_a_refused_destroy_leaves_the_stream_counted_as_live():
+    be, binding = make_backend()
+    handle = be.stream_create(False, 0, 0)
+    binding.status["StreamQuery"] = NOT_READY  # busy: destroyed, not pooled
+    binding.status["StreamDestroy"] = BAD_HANDLE
+    with pytest.raises(RocmStreamsError):
+        be.stream_destroy(handle)
+    assert be.live_handles()["streams"] == 1
+    binding.status["StreamDestroy"] = OK
+    be.stream_destroy(handle)
+    assert be.live_handles()["streams"] == 0

@@ -399,11 +399,13 @@ class RuntimeBackend:
     def stream_destroy(self, stream: int) -> None:
         """Release a stream this backend created: into the pool when it is idle and its pool
         has room (see STREAM_POOL_SIZE), else destroyed (its queued work still completes)."""
-        key = self._live["streams"].pop(stream, None)
+        live = self._live["streams"]
+        key = live.get(stream)
         if key is not None and STREAM_POOL_SIZE > 0:
             pool = self._stream_pool.setdefault(key, [])
             if (len(pool) < STREAM_POOL_SIZE
                     and self._fn("StreamQuery")(stream)[0] is self._success):
+                live.pop(stream, None)
                 pool.append(stream)
                 return
         self._a.kernels.forget(stream)
@@ -412,6 +414,7 @@ class RuntimeBackend:
         result = self._fn("StreamDestroy")(stream)
         if result[0] is not self._success:
             self._check(result, RocmStreamsError, f"could not destroy stream {stream:#x}")
+        live.pop(stream, None)  # only once destroyed: a refused destroy leaves it counted
 
     def stream_wait_event(self, stream: int, event: int) -> None:
         self._check(self._call("StreamWaitEvent", self._stream(stream), event, 0),
