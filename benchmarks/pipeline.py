@@ -35,7 +35,20 @@ TARGET_STREAMS, TARGET_OVERLAP = 4, 0.9
 STAGES = ("h2d", "kernel", "d2h")
 
 
-class RocmstreamsPipeline:
+class _Pipeline:
+    """What the libraries' pipelines share: a stream synchronizes with ``synchronize()``, and
+    streams are freed with their objects unless a pipeline says otherwise."""
+
+    @staticmethod
+    def synchronize(s: Any) -> None:
+        s.synchronize()
+
+    @staticmethod
+    def close_streams(streams: list[Any]) -> None:
+        pass
+
+
+class RocmstreamsPipeline(_Pipeline):
     """rocmstreams: pinned_empty host arrays, DeviceArrays, RocmStreams, a numba saxpy."""
 
     name = "rocmstreams"
@@ -66,10 +79,6 @@ class RocmstreamsPipeline:
         self._rs.copy_async(self._host[2][lo:hi], self._dev[2][lo:hi], stream=s)
 
     @staticmethod
-    def synchronize(s: Any) -> None:
-        s.synchronize()
-
-    @staticmethod
     def close_streams(streams: list[Any]) -> None:
         for s in streams:
             s.close()
@@ -78,7 +87,7 @@ class RocmstreamsPipeline:
         return self._host[2]
 
 
-class CupyPipeline:
+class CupyPipeline(_Pipeline):
     """CuPy: cupyx.empty_pinned host arrays, set/get(blocking=False), an ElementwiseKernel."""
 
     name = "cupy"
@@ -108,14 +117,6 @@ class CupyPipeline:
     def d2h(self, lo: int, hi: int, s: Any) -> None:
         self._dev[2][lo:hi].get(stream=s, out=self._host[2][lo:hi], blocking=False)
 
-    @staticmethod
-    def synchronize(s: Any) -> None:
-        s.synchronize()
-
-    @staticmethod
-    def close_streams(streams: list[Any]) -> None:
-        pass
-
     def output(self) -> np.ndarray:
         return self._host[2]
 
@@ -125,7 +126,7 @@ class CupyPipeline:
         self._cp.get_default_memory_pool().free_all_blocks()
 
 
-class TorchPipeline:
+class TorchPipeline(_Pipeline):
     """PyTorch: pin_memory() host tensors, copy_(non_blocking=True), torch.add(alpha=a)."""
 
     name = "torch"
@@ -155,14 +156,6 @@ class TorchPipeline:
     def d2h(self, lo: int, hi: int, s: Any) -> None:
         with self._torch.cuda.stream(s):
             self._host[2][lo:hi].copy_(self._dev[2][lo:hi], non_blocking=True)
-
-    @staticmethod
-    def synchronize(s: Any) -> None:
-        s.synchronize()
-
-    @staticmethod
-    def close_streams(streams: list[Any]) -> None:
-        pass
 
     def output(self) -> np.ndarray:
         return self._host[2].numpy()
