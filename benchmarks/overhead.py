@@ -270,6 +270,8 @@ def peers_launch(f: Figures, race: Race, s: rs.RocmStream,
     """Adds each peer's launch to ``race``; returns what closes their streams afterwards."""
     from cuda.bindings import driver
 
+    from rocmstreams.kernels import add_scalar, cuda
+
     closers: list[Callable[[], None]] = []
     buf = rs.empty(1024, np.float32)
     nval = ctypes.c_int(1024)
@@ -284,7 +286,6 @@ def peers_launch(f: Figures, race: Race, s: rs.RocmStream,
             fn, 1, 1, 1, 256, 1, 1, 0, cs, addr, 0), after=s.synchronize)
         # The same raw call launching Numba's compiled add_scalar, its parameters packed by hand
         # in Numba's ABI: what the driver itself costs for the kernel rocmstreams launches.
-        from rocmstreams.kernels import add_scalar
         other = rs.empty(1024, np.float32)
         add_scalar[1, 256, s](other, np.float32(1.0))  # compiled before the race
         s.synchronize()
@@ -315,7 +316,6 @@ def peers_launch(f: Figures, race: Race, s: rs.RocmStream,
         f.missing("launch", "cuda.bindings", "no cubin: nvcc missing")
         f.missing("launch", "cuda.core", "no cubin: nvcc missing")
 
-    from rocmstreams.kernels import add_scalar, cuda
     ns = cuda.stream()
     da = cuda.to_device(np.zeros(1024, np.float32))
     one = np.float32(1.0)

@@ -3,7 +3,9 @@ ABI, value for value, and anything it cannot take goes to Numba's launch. Runs w
 from __future__ import annotations
 
 import ctypes
+import gc
 import struct
+import weakref
 from dataclasses import dataclass, field
 
 import numba
@@ -136,8 +138,6 @@ def test_each_call_packs_its_own_array(saxpy_like):
 def test_the_launcher_keeps_no_launched_array_alive(saxpy_like):
     """Were it kept, the array would be freed inside some later launch, where a free waits for
     the whole device and invalidates an open graph capture."""
-    import gc
-    import weakref
     d, kernel, nslots = saxpy_like
     launcher, driver, _ = make(d, {id(kernel): nslots})
     a = np.float32(1)

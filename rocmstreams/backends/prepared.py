@@ -331,7 +331,7 @@ class PreparedLauncher(KernelLauncher):
         buffers = [_ParamBuffer(layout.size, markers, driver.extra) for _ in range(2)]
         last: list[Any] = [_NOTHING] * len(args)
         namespace.update(
-            ABI=ABI_ATTRIBUTE, abi=self._abi_maker(), pack=layout.pack_into,
+            abi=self._abi_maker(), pack=layout.pack_into,
             buf=buffers[0].data, params=buffers[0].params, extra=buffers[0].extra,
             buf2=buffers[1].data, params2=buffers[1].params, extra2=buffers[1].extra,
             keep=buffers, last=last, NOTHING=_NOTHING,
