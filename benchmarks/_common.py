@@ -54,8 +54,8 @@ def environment() -> dict[str, Any]:
     """Backend, device and versions, for the table's heading and the JSON."""
     import rocmstreams as rs
     be = rs.backend()
-    return {"backend": be.name, "device": be.device_name(be.get_device()),
-            "versions": be.versions(), "numpy": np.__version__,
+    return {"backend": be.name, "device": be.devices[0].name,
+            "versions": dict(be.versions), "numpy": np.__version__,
             "python": sys.version.split()[0], "host": platform.node(),
             "cpus": os.cpu_count()}
 

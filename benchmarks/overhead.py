@@ -150,12 +150,12 @@ def build_floor(workdir: Path) -> tuple[dict[str, float] | None, Path | None, st
         return None, None, "nvcc is not on this machine"
     src = HERE / "floor.cu"
     exe, cubin = workdir / "floor", workdir / "noop.cubin"
-    be = rs.backend()
     from cuda.bindings import runtime
+    _, device = runtime.cudaGetDevice()
     _, major = runtime.cudaDeviceGetAttribute(
-        runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, be.get_device())
+        runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
     _, minor = runtime.cudaDeviceGetAttribute(
-        runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, be.get_device())
+        runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
     arch = f"sm_{major}{minor}"
     subprocess.run([nvcc, "-O2", "-o", str(exe), str(src)], check=True)
     subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-o", str(cubin), str(src)], check=True)
@@ -257,12 +257,8 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
 
 def _unpooled_create_close() -> None:
     """Create + close with the stream pool off: a runtime create and destroy every time."""
-    from rocmstreams.backends import runtime
-    size, runtime.STREAM_POOL_SIZE = runtime.STREAM_POOL_SIZE, 0
-    try:
+    with rs.configure(stream_pool_size=0):
         rs.RocmStream(non_blocking=True).close()
-    finally:
-        runtime.STREAM_POOL_SIZE = size
 
 
 def peers_launch(f: Figures, race: Race, s: rs.RocmStream,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import threading
 import time
@@ -32,17 +33,15 @@ import _common
 TARGET_RATIO = 2.0
 
 
+_NAMES = {"THREADS": "staging_threads", "CHUNK_BYTES": "staging_chunk_bytes",
+          "MIN_STAGED_BYTES": "staging_min_bytes", "STAGE_D2H": "stage_device_to_host"}
+
+
 @contextlib.contextmanager
 def _staging(**values: Any) -> Iterator[None]:
-    from rocmstreams import staging
-    saved = {k: getattr(staging, k) for k in values}
-    for k, v in values.items():
-        setattr(staging, k, v)
-    try:
+    import rocmstreams as rs
+    with rs.configure(**{_NAMES[k]: v for k, v in values.items()}):
         yield
-    finally:
-        for k, v in saved.items():
-            setattr(staging, k, v)
 
 
 def gil_probe(nbytes: int) -> dict[str, float]:
@@ -82,7 +81,9 @@ def host_copy_rows(nbytes: int, repeat: int) -> list[dict[str, Any]]:
     rows = []
     for threads in (1, 2, 4, 8):
         with _staging(THREADS=threads):
-            t = _common.summary(_common.time_call(lambda: staging._host_copy(dst, src), repeat))
+            cfg = rs.config()
+            t = _common.summary(_common.time_call(lambda: staging.host_copy(dst, src, cfg),
+                                                  repeat))
         rows.append({"case": f"host copy, {threads} thread(s)", "kind": "host",
                      "gbps": nbytes / t["best_ms"] / 1e6, "time_ms": t["best_ms"],
                      "verified": bool(np.array_equal(dst[:: 4099], src[:: 4099]))})
@@ -141,7 +142,8 @@ def rocmstreams_rows(host: np.ndarray, repeat: int, sweep: bool) -> list[dict[st
         return _row(case, "D2H", nbytes, totals, calls, bool(np.array_equal(dst, host)),
                     **extra)
 
-    cfg = f"chunk {staging.CHUNK_BYTES / (1 << 20):g} MiB, {staging.THREADS} threads"
+    cfg = (f"chunk {rs.config().staging_chunk_bytes / (1 << 20):g} MiB, "
+           f"{rs.config().staging_threads} threads")
     rows = [h2d(f"rocmstreams to_device, staged ({cfg})",
                 lambda: rs.to_device(host, stream=s), target="staged_to_device"),
             h2d(f"rocmstreams copy_async, staged ({cfg})", lambda: rs.copy_async(d, host,
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small sizes, no sweep")
     args = parser.parse_args(argv)
 
-    from rocmstreams import staging
+    import rocmstreams as rs
     env = _common.environment()
     on_cpu = env["backend"] == "cpu"
     size = args.size_mib if args.size_mib is not None else (
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = not (args.no_sweep or args.smoke or on_cpu)
     nbytes = int(size * (1 << 20)) // 8 * 8
     if args.smoke:  # several chunks even for a small copy
-        staging.CHUNK_BYTES = max(nbytes // 6, 4096)
+        rs.configure(staging_chunk_bytes=max(nbytes // 6, 4096))
     host = np.random.default_rng().standard_normal(nbytes // 8)  # pageable, pages touched
 
     gil = gil_probe(min(nbytes, 64 << 20))
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         _common.write_json(args.json, {
             "benchmark": "staged_copies", "environment": env, "size_mib": size,
             "repeat": repeat, "statistic": "best", "gil": gil,
-            "defaults": {k: getattr(staging, k) for k in staging.__all__ if k.isupper()},
+            "defaults": dataclasses.asdict(rs.config()),
             "rows": rows, "targets": targets, "ok": not failures})
     return 1 if failures else 0
 

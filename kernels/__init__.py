@@ -5,9 +5,9 @@ simulator (cpu backend) or numba-hip (hip backend). Importing this module select
 """
 from __future__ import annotations
 
-from rocmstreams.backends import backend as _backend
+from rocmstreams.backends import active as _active
 
-cuda = _backend().numba_module()
+cuda = _active().numba_module()
 
 from .latch import Latch, latch  # noqa: E402
 from .elementwise import add_scalar, saxpy, scale  # noqa: E402

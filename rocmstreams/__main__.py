@@ -14,11 +14,11 @@ def info() -> int:
 
     be = rs.backend()
     print(f"backend: {be.name}")
-    for ordinal in range(rs.device_count()):
-        least, greatest = rs.priority_range(ordinal)
-        print(f"device {ordinal}: {be.device_name(ordinal)}; "
+    for dev in be.devices:
+        least, greatest = dev.priority_range
+        print(f"device {dev.ordinal}: {dev.name}; "
               f"stream priorities {greatest} (highest) .. {least} (lowest)")
-    for name, version in be.versions().items():
+    for name, version in be.versions.items():
         print(f"{name}: {version}")
     print(f"rocmstreams: {rs.__version__}")
     return 0
@@ -64,7 +64,7 @@ def demo(n: int | None, streams: int, chunks: int) -> int:
     err = float(np.max(np.abs(out - ref)) / max(np.max(np.abs(ref)), 1e-30))
     ok = bool(np.all(np.isfinite(out))) and err < 1e-6
     moved = 3 * n * 4
-    print(f"backend {be.name}, device {be.device_name(be.get_device())}")
+    print(f"backend {be.name}, device {be.device_name(pool[0].device)}")
     print(f"pipeline: {n} float32 in {chunks} chunks over {streams} streams "
           f"(H2D x2, saxpy, D2H per chunk)")
     print(f"streams busy right after queueing: {sum(busy)} of {streams}")

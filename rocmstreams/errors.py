@@ -20,6 +20,7 @@ __all__ = [
     "CallbackError",
     "CaptureError",
     "GraphClosedError",
+    "WaitTimeoutError",
 ]
 
 
@@ -119,3 +120,8 @@ class CaptureError(RocmStreamsError):
 class GraphClosedError(StreamClosedError):
     """An operation was asked of a graph that was closed, or discarded because its capture
     block raised."""
+
+
+class WaitTimeoutError(RocmStreamsError, TimeoutError):
+    """A wait given ``timeout=`` ran out; the work it waited for is still queued, and the stream
+    (or event) stays usable."""

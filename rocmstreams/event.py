@@ -1,27 +1,21 @@
 """Event: a marker in a stream's work, for waits, completion checks and timing."""
 from __future__ import annotations
 
-import warnings
-import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .backends import LEGACY_STREAM, Backend, backend
-from .device import check_device, using_device
-from .errors import (EventNotReadyError, EventNotRecordedError, EventTimingDisabledError,
-                     StreamClosedError)
+from .backends import active
+from .core import lifetime
+from .core.device import check_device, using_device
+from .core.lifetime import Handle
+from .errors import EventNotReadyError, EventNotRecordedError, EventTimingDisabledError, \
+    StreamClosedError
+from .streamcore import RECORD, WAIT, StreamCore, check_timeout, core_of, default_core, \
+    refuse_in_callback, wait_blocking
 
 if TYPE_CHECKING:
     from .stream import RocmStream
 
 __all__ = ["Event"]
-
-
-def _destroy(be: Backend, handle: int) -> None:
-    try:
-        be.event_destroy(handle)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not raise
-        warnings.warn(f"rocmstreams: destroying event {handle:#x} failed: {exc}",
-                      ResourceWarning, stacklevel=2)
 
 
 class Event:
@@ -33,38 +27,43 @@ class Event:
         Record timestamps, so that :meth:`elapsed_time` works (costs a little at record time).
     device : int, optional
         Device ordinal; the current device when omitted.
+
+    Notes
+    -----
+    ``close()`` destroys the event (idempotent; also done when the event is collected); after
+    it every operation raises :class:`~rocmstreams.errors.StreamClosedError`.
     """
 
     __slots__ = ("_backend", "_handle", "_device", "_timing", "_recorded", "_finalizer",
-                 "_record", "_legacy", "_ok", "__weakref__")
+                 "__weakref__")
 
     def __init__(self, *, timing: bool = False, device: int | None = None) -> None:
         if not isinstance(timing, bool):
             raise TypeError(f"timing must be True or False, got {timing!r}")
         ordinal = check_device(device)
-        be = backend()
+        be = active()
+        lifetime.drain()
         with using_device(ordinal):
-            handle = be.event_create(timing)
+            raw = be.event_create(timing)
         self._backend = be
-        self._handle: int | None = handle
+        self._handle = Handle(raw, be.event_destroy, "Event")
         self._device = ordinal
         self._timing = timing
         self._recorded = False
-        self._finalizer = weakref.finalize(self, _destroy, be, handle)
-        # the runtime's record bound to this event: ``record(stream object)``, the hot path
-        self._record = be.bind_event(handle)
-        self._legacy = be.stream_object(LEGACY_STREAM)
-        self._ok = be.success
-
-    def _live(self) -> int:
-        if self._handle is None:
-            raise StreamClosedError("this Event is closed; create a new Event")
-        return self._handle
+        self._finalizer = lifetime.own(self, self._handle)
 
     @property
     def handle(self) -> int:
         """The raw ``hipEvent_t`` / ``cudaEvent_t`` address."""
-        return self._live()
+        value = self._handle.value
+        if value is None:
+            raise StreamClosedError(self._handle.closed_message())
+        return value
+
+    @property
+    def device(self) -> int:
+        """Ordinal of the device the event belongs to."""
+        return self._device
 
     @property
     def timing(self) -> bool:
@@ -78,51 +77,92 @@ class Event:
 
     @property
     def is_closed(self) -> bool:
-        return self._handle is None
+        return self._handle.value is None
 
     def record(self, stream: "RocmStream | None" = None) -> "Event":
         """Mark the work queued so far on ``stream`` (the legacy default stream when omitted).
 
         Raises
         ------
+        TypeError
+            ``stream`` is not a RocmStream.
+        ValueError
+            ``stream`` belongs to another device than the event.
         CaptureError
             ``stream`` is capturing a graph (events inside a capture are not supported).
         """
-        record = self._record
-        if record is None:
-            self._live()
         if stream is None:
-            result = record(self._legacy)
+            core = default_core(self._device)
         else:
-            target = stream._stream_obj
-            if target is None:
-                target = stream._bind()[2]
-            if stream._capture is not None:
-                from .stream import _event_in_capture
-                raise _event_in_capture()
-            result = record(target)
-        if result[0] is not self._ok:
-            self._backend.event_record_result(result, self._handle,
-                                              LEGACY_STREAM if stream is None else stream._handle)
+            try:
+                core = stream.__rocmstreams_core__
+            except AttributeError:
+                core = core_of(stream, "Event.record()")
+        if core.device != self._device:
+            raise ValueError(f"this event belongs to device {self._device}; record it on a "
+                             f"stream of that device, not of device {core.device}")
+        handle = self._handle
+        event = handle.enter()
+        try:
+            core.submit(RECORD, type(core.calls).event_record, event)
+        finally:
+            handle.leave()
         self._recorded = True
         return self
 
+    def wait_on(self, core: StreamCore) -> None:
+        """Make ``core``'s later work wait for this event (``RocmStream.wait`` calls it)."""
+        if core.device != self._device:
+            raise ValueError(f"this event belongs to device {self._device}; a stream of device "
+                             f"{core.device} cannot wait for it here")
+        event = self._handle.enter()
+        try:
+            core.submit(WAIT, type(core.calls).wait_event, event)
+        finally:
+            self._handle.leave()
+
     def query(self) -> bool:
         """True when the work before the last record has finished (or it was never recorded)."""
-        return self._backend.event_query(self._live())
+        event = self._handle.enter()
+        try:
+            return self._backend.event_query(event)
+        finally:
+            self._handle.leave()
 
-    def synchronize(self) -> None:
-        """Block until the work before the last record has finished."""
-        self._backend.event_synchronize(self._live())
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Block until the work before the last record has finished.
+
+        Interruptible (Ctrl-C raises KeyboardInterrupt at once; the event stays usable).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most; then :class:`~rocmstreams.errors.WaitTimeoutError`.
+        """
+        check_timeout(timeout)
+        refuse_in_callback("Event.synchronize()")
+        event = self._handle.enter()
+        be = self._backend
+        try:
+            if not be.event_query(event):
+                wait_blocking(lambda: be.event_query(event), lambda: be.event_synchronize(event),
+                              timeout, "Event.synchronize()", self._handle)
+        finally:
+            self._handle.leave()
+        lifetime.drain()
 
     def elapsed_time(self, end: "Event") -> float:
         """Milliseconds from this event to ``end``; both must be timing events, recorded, done.
 
         Raises
         ------
+        TypeError
+            ``end`` is not an Event.
         EventTimingDisabledError, EventNotRecordedError, EventNotReadyError
         """
-        start_handle, end_handle = self._live(), end._live()
+        if not isinstance(end, Event):
+            raise TypeError(f"elapsed_time takes the end Event, got {type(end).__name__}")
+        start_handle, end_handle = self.handle, end.handle
         for ev in (self, end):
             if not ev._timing:
                 raise EventTimingDisabledError(
@@ -132,22 +172,24 @@ class Event:
                 raise EventNotRecordedError(
                     "elapsed_time needs both events recorded: call event.record(stream) first")
         for ev in (self, end):
-            if not self._backend.event_query(ev._handle):
+            if not ev.query():
                 raise EventNotReadyError("the work before an event is still running; call "
                                          "end.synchronize() before asking for elapsed time")
         return self._backend.event_elapsed_time(start_handle, end_handle)
 
     def close(self) -> None:
-        """Destroy the event; idempotent."""
-        if self._handle is None:
-            return
-        self._handle = None
-        self._record = None
-        self._finalizer()
+        """Destroy the event (once no call on it is in flight); idempotent."""
+        self._handle.close()
+        self._finalizer.detach()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an Event belongs to its process and cannot be pickled")
 
     def __repr__(self) -> str:
-        if self._handle is None:
+        value = self._handle.value
+        if value is None:
             return "<Event closed>"
         state = "recorded" if self._recorded else "unrecorded"
-        return (f"<Event handle={self._handle:#x} device={self._device} timing={self._timing} "
+        return (f"<Event handle={value:#x} device={self._device} timing={self._timing} "
                 f"{state} backend={self._backend.name}>")
+

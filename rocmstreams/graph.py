@@ -2,68 +2,39 @@
 from __future__ import annotations
 
 import functools
-import gc
-import warnings
-import weakref
 from typing import Any, Callable
 
-from .backends import LEGACY_STREAM, Backend
+from .backends import Backend
+from .core import lifetime
+from .core.lifetime import Handle
 from .errors import CaptureError, GraphClosedError, RocmStreamsError
-from .stream import RocmStream
+from .streamcore import GRAPH_LAUNCH, Capture, StreamCore, core_of
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "CaptureBlock"]
 
 _CAPTURING, _READY, _CLOSED = "capturing", "ready", "closed"
 
 
-class _Handles:
-    """The raw graph and executable-graph handles of one Graph; released once."""
-
-    __slots__ = ("graph", "graph_exec", "kept")
-
-    def __init__(self) -> None:
-        self.graph: int | None = None
-        self.graph_exec: int | None = None
-        self.kept: list[Any] = []  # the arrays and scalars captured work was given
-
-
-def _release(be: Backend, handles: _Handles) -> None:
-    """Finalizer of graphs: destroys what was made, executable first; warns, never raises."""
-    graph_exec, handles.graph_exec = handles.graph_exec, None
-    graph, handles.graph = handles.graph, None
-    kept, handles.kept = handles.kept, []
-    for destroy, handle, what in ((be.graph_exec_destroy, graph_exec, "executable graph"),
-                                  (be.graph_destroy, graph, "graph")):
-        if handle is None:
-            continue
+def _destroy(be: Backend, graph: int, kept: list[Any], graph_exec: int) -> None:
+    """Release of a graph's handles: the executable, then the graph, then what it kept."""
+    try:
+        if graph_exec:
+            be.graph_exec_destroy(graph_exec)
+    finally:
         try:
-            destroy(handle)
-        except Exception as exc:  # noqa: BLE001 - cleanup must not raise
-            warnings.warn(f"rocmstreams: destroying {what} {handle:#x} failed: {exc}",
-                          ResourceWarning, stacklevel=2)
-    del kept  # the captured arrays go once the graph is gone (a free waits for queued replays)
+            if graph:
+                be.graph_destroy(graph)
+        finally:
+            kept.clear()  # the captured arrays go once the graph is gone
 
 
 def _deliver(source: list[Any], target: list[Any]) -> None:
     """Host function after a replay: hand the replay's callback errors to the replay stream."""
-    while True:
+    while source:
         try:
-            item = source.pop(0)
+            target.append(source.pop(0))
         except IndexError:
             return
-        target.append(item)
-
-
-def _capturable(stream: RocmStream) -> int:
-    """The handle of ``stream`` if a capture may begin on it; raises before any runtime call."""
-    handle = stream._live()
-    if handle == LEGACY_STREAM:
-        raise CaptureError("the legacy default stream (handle 0) cannot be captured; capture a "
-                           "stream you created, e.g. RocmStream(non_blocking=True)")
-    if stream._capture is not None:
-        raise CaptureError("this stream is already capturing a graph and captures do not nest; "
-                           "end the open capture (leave its `with stream.capture()` block) first")
-    return handle
 
 
 class Graph:
@@ -83,12 +54,13 @@ class Graph:
     A replay re-runs every captured kernel, copy and host callback in captured order, on the
     memory the capture named: copies read and write it at replay time, so new data in a pinned
     input array is what the next replay sees. The graph keeps the arrays its captured kernel
-    launches and copies were given alive until it is closed. ``close()`` frees the graph (idempotent; replays already queued still run); after
-    it every operation raises :class:`~rocmstreams.errors.GraphClosedError`.
+    launches and copies were given alive until it is closed. ``close()`` frees the graph
+    (idempotent; replays already queued still run); after it every operation raises
+    :class:`~rocmstreams.errors.GraphClosedError`.
     """
 
-    __slots__ = ("_backend", "_device", "_state", "_reason", "_handles", "_finalizer",
-                 "_callback_errors", "_has_callbacks", "__weakref__")
+    __slots__ = ("_backend", "_device", "_state", "_reason", "_kept", "_handle", "_finalizer",
+                 "_capture", "__weakref__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a Graph is made by RocmStream.capture(): "
@@ -101,10 +73,10 @@ class Graph:
         self._device = device
         self._state = _CAPTURING
         self._reason = ""
-        self._handles = _Handles()
-        self._finalizer = weakref.finalize(self, _release, be, self._handles)
-        self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
-        self._has_callbacks = False
+        self._kept: list[Any] = []  # the arguments captured work was given
+        self._handle: Handle | None = None
+        self._finalizer: Any = None
+        self._capture: Capture | None = None
         return self
 
     # state ---------------------------------------------------------------------------------------
@@ -123,27 +95,17 @@ class Graph:
         """Name of the backend the graph lives on: ``cuda``, ``hip`` or ``cpu``."""
         return self._backend.name
 
-    def _executable(self) -> int:
-        state = self._state
-        if state == _CAPTURING:
+    def _check_launchable(self) -> Handle:
+        if self._state == _CAPTURING:
             raise CaptureError("this graph is still being captured; leave its "
                                "`with stream.capture()` block before launching it")
-        if state == _CLOSED:
+        if self._state == _CLOSED or self._handle is None:
             raise GraphClosedError(f"this Graph is {self._reason}; capture a new one with "
                                    "`with stream.capture() as graph:`")
-        return self._handles.graph_exec  # type: ignore[return-value]
-
-    def _keep(self, objects: tuple) -> None:
-        """Keep what captured work was given (its arrays) alive as long as the graph."""
-        self._handles.kept.append(objects)
-
-    def _errors_for_callback(self) -> list[tuple[Callable[..., Any], BaseException]]:
-        """Where a host callback captured into this graph puts its exception."""
-        self._has_callbacks = True
-        return self._callback_errors
+        return self._handle
 
     # work ----------------------------------------------------------------------------------------
-    def launch(self, stream: RocmStream) -> None:
+    def launch(self, stream: Any) -> None:
         """Queue one replay of the graph on ``stream``; returns at once.
 
         The replay runs after the work queued on ``stream`` before it, and after every earlier
@@ -166,21 +128,19 @@ class Graph:
         StreamClosedError
             ``stream`` is closed.
         """
-        if not isinstance(stream, RocmStream):
-            raise TypeError(f"graph.launch() takes a RocmStream, got {type(stream).__name__}; "
-                            "wrap foreign streams with RocmStream.from_external")
-        graph_exec = self._executable()
-        handle = stream._live()
-        if stream._capture is not None:
-            raise CaptureError("graph.launch() on a stream that is capturing is not supported; "
-                               "launch the graph before the capture begins or after it ends")
-        if stream.device != self._device:
+        core = core_of(stream, "graph.launch()")
+        handle = self._check_launchable()
+        if core.device != self._device:
             raise ValueError(f"this graph runs on device {self._device}; launch it on a stream "
-                             f"of that device, not of device {stream.device}")
-        self._backend.graph_launch(graph_exec, handle)
-        if self._has_callbacks:
-            self._backend.launch_host_func(
-                handle, functools.partial(_deliver, self._callback_errors, stream._callback_errors))
+                             f"of that device, not of device {core.device}")
+        graph_exec = handle.enter()
+        try:
+            core.submit(GRAPH_LAUNCH, type(core.calls).graph_launch, graph_exec)
+        finally:
+            handle.leave()
+        capture = self._capture
+        if capture is not None and capture.has_callbacks:
+            core.add_callback(_deliver, (capture.errors, core.callback_errors))
 
     # lifetime ------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -199,13 +159,16 @@ class Graph:
     def _discard(self, reason: str) -> None:
         if self._state != _CLOSED:
             self._state, self._reason = _CLOSED, reason
-        self._finalizer()
+        if self._handle is not None:
+            self._handle.close()
+            self._finalizer.detach()
+        self._kept.clear()
 
-    def _end(self, handle: int, failed: bool) -> None:
-        """End the capture on ``handle``; instantiate, or discard when the block ``failed``."""
+    def _end(self, core: StreamCore, failed: bool) -> None:
+        """End the capture; instantiate, or discard when the block ``failed``."""
         be = self._backend
         try:
-            self._handles.graph = be.stream_end_capture(handle)
+            graph = core.end_capture()
         except RocmStreamsError as exc:
             self._discard("discarded: its capture failed")
             if failed:
@@ -216,13 +179,18 @@ class Graph:
                 backend=exc.backend, code=exc.code, name=exc.name,
                 runtime_message=exc.runtime_message) from exc
         if failed:
+            _destroy(be, graph, self._kept, 0)
             self._discard("discarded: its capture block raised")
             return
         try:
-            self._handles.graph_exec = be.graph_instantiate(self._handles.graph)
+            graph_exec = be.graph_instantiate(graph)
         except BaseException:
+            _destroy(be, graph, self._kept, 0)
             self._discard("discarded: it could not be instantiated")
             raise
+        release: Callable[[int], None] = functools.partial(_destroy, be, graph, self._kept)
+        self._handle = Handle(graph_exec, release, "Graph", GraphClosedError)
+        self._finalizer = lifetime.own(self, self._handle)
         self._state = _READY
 
     def __reduce__(self) -> Any:
@@ -233,39 +201,41 @@ class Graph:
         if self._state == _CLOSED:
             why = "" if self._reason == "closed" else f" ({self._reason})"
             return f"<Graph closed{why} backend={self._backend.name}>"
-        detail = "" if self._state == _CAPTURING else f" exec={self._handles.graph_exec:#x}"
+        detail = "" if self._handle is None else f" exec={self._handle.value:#x}"
         return (f"<Graph {self._state}{detail} device={self._device} "
                 f"backend={self._backend.name}>")
 
 
-class _Capture:
-    """The context manager :meth:`RocmStream.capture` returns; its ``as`` target is the Graph."""
+class CaptureBlock:
+    """What :meth:`RocmStream.capture` returns: ``with`` it, and its target is the Graph."""
 
-    __slots__ = ("_stream", "_graph")
+    __slots__ = ("_core", "_graph")
 
-    def __init__(self, stream: RocmStream) -> None:
-        _capturable(stream)
-        self._stream = stream
+    def __init__(self, core: StreamCore) -> None:
+        core.enter()  # closed: StreamClosedError now, before the block
+        core.leave()
+        if core.value == 0:
+            raise CaptureError("the legacy default stream (handle 0) cannot be captured; "
+                               "capture a stream you created, e.g. RocmStream(non_blocking=True)")
+        if core.capture is not None:
+            raise CaptureError("this stream is already capturing a graph and captures do not "
+                               "nest; end the open capture (leave its `with stream.capture()` "
+                               "block) first")
+        self._core = core
         self._graph: Graph | None = None
 
     def __enter__(self) -> Graph:
         if self._graph is not None:
             raise CaptureError("a capture() context is entered once; call stream.capture() "
                                "again for another graph")
-        stream = self._stream
-        handle = _capturable(stream)
-        graph = Graph._capturing(stream._backend, stream.device)
-        # A finalizer that frees memory while the capture is open would make the runtime
-        # refuse the free and invalidate the capture; collect what is already garbage first.
-        gc.collect()
-        stream._backend.stream_begin_capture(handle)
-        stream._capture = graph
+        core = self._core
+        graph = Graph._capturing(core.backend, core.device)
+        graph._capture = core.begin_capture(graph._kept)
         self._graph = graph
         return graph
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        stream, graph = self._stream, self._graph
-        if graph is None or stream._capture is not graph:
+        core, graph = self._core, self._graph
+        if graph is None or core.capture is not graph._capture:
             return
-        stream._capture = None
-        graph._end(stream._handle, failed=exc_type is not None)  # type: ignore[arg-type]
+        graph._end(core, failed=exc_type is not None)

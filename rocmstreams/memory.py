@@ -7,16 +7,19 @@ size) before anything is queued.
 from __future__ import annotations
 
 import ctypes
-import warnings
-import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import staging
-from .backends import LEGACY_STREAM, backend
-from .device import check_device, using_device
+from .backends import active
+from .core import lifetime
+from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
+from .core.config import config
+from .core.device import check_device, using_device
+from .core.lifetime import Handle
 from .errors import CaptureError
+from .streamcore import COPY, StreamCore, core_of, default_core
 
 if TYPE_CHECKING:
     from .stream import RocmStream
@@ -25,33 +28,23 @@ __all__ = ["DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "d
            "copy_async", "is_pinned"]
 
 
-def _release(free: Callable[[int], None], ptr: int, what: str) -> None:
-    try:
-        free(ptr)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not raise
-        warnings.warn(f"rocmstreams: freeing {what} {ptr:#x} failed: {exc}", ResourceWarning,
-                      stacklevel=2)
+class _Block:
+    """One allocation (device or page-locked), owned through a lifetime Handle; freed once no
+    array views it, through the release queue."""
+
+    __slots__ = ("ptr", "nbytes", "device", "handle", "__weakref__")
+
+    def __init__(self, ptr: int, nbytes: int, device: int, handle: Handle) -> None:
+        self.ptr, self.nbytes, self.device, self.handle = ptr, nbytes, device, handle
+        lifetime.own(self, handle)
 
 
-def _shape_of(shape: int | tuple[int, ...]) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape):
-        raise ValueError(f"shape must hold non-negative ints, got {shape}")
-    return tuple(int(n) for n in shape)
-
-
-class _Allocation:
-    """Owns one device allocation; freed once, by ``close()`` or the finalizer."""
-
-    __slots__ = ("ptr", "nbytes", "device", "_finalizer", "__weakref__")
-
-    def __init__(self, nbytes: int, device: int) -> None:
-        be = backend()
-        with using_device(device):
-            self.ptr = be.malloc(nbytes)
-        self.nbytes = nbytes
-        self.device = device
-        self._finalizer = weakref.finalize(self, _release, be.free, self.ptr, "device memory")
+def _allocate(nbytes: int, device: int) -> _Block:
+    be = active()
+    lifetime.drain()
+    with using_device(device):
+        ptr = be.malloc(nbytes)
+    return _Block(ptr, nbytes, device, Handle(ptr, be.free, "device allocation"))
 
 
 class DeviceArray:
@@ -62,8 +55,8 @@ class DeviceArray:
     the streams the work is queued on).
     """
 
-    # _rocmstreams_abi: the launch values prepared kernel launches cache on the array
-    __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "_rocmstreams_abi",
+    # __rocmstreams_abi__: the kernel-ABI values the Numba integration caches on the array
+    __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "__rocmstreams_abi__",
                  "__weakref__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -75,7 +68,7 @@ class DeviceArray:
         self = object.__new__(cls)
         self._ptr, self._shape, self._dtype = ptr, shape, dtype
         self._device, self._keepalive = device, keepalive
-        self._rocmstreams_abi = None
+        self.__rocmstreams_abi__ = None
         return self
 
     @property
@@ -92,7 +85,10 @@ class DeviceArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64))
+        n = 1
+        for extent in self._shape:
+            n *= extent
+        return n
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +96,7 @@ class DeviceArray:
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return _c_strides(self._shape, self._dtype.itemsize)
+        return c_strides(self._shape, self._dtype.itemsize)
 
     @property
     def ptr(self) -> int:
@@ -124,7 +120,7 @@ class DeviceArray:
         if step != 1:
             raise ValueError("DeviceArray views must be contiguous (step 1)")
         hi = max(hi, lo)
-        row = self.strides[0] if self._shape else self._dtype.itemsize
+        row = self.strides[0]
         return DeviceArray._wrap(self._ptr + lo * row, (hi - lo,) + self._shape[1:], self._dtype,
                                  self._device, self)
 
@@ -149,17 +145,13 @@ class DeviceArray:
         copy_async(self, src, stream=stream)
         return self
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a DeviceArray lives in this process's device memory and cannot be "
+                        "pickled; copy it to the host (copy_to_host) and send that")
+
     def __repr__(self) -> str:
         return (f"<DeviceArray shape={self._shape} dtype={self._dtype} ptr={self._ptr:#x} "
                 f"device={self._device}>")
-
-
-def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    strides, step = [], itemsize
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
 
 
 def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
@@ -168,20 +160,24 @@ def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
 
     Raises
     ------
+    TypeError
+        ``shape`` is not an int or a tuple of ints, or ``dtype`` holds Python objects.
+    ValueError
+        A negative extent, or a size no device can hold.
     OutOfMemoryError
         The device cannot hold it; streams stay usable.
     """
-    shape, dtype = _shape_of(shape), np.dtype(dtype)
+    shape, dtype = shape_of(shape), device_dtype(dtype)
+    nbytes = byte_size(shape, dtype)
     ordinal = check_device(device)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    alloc = _Allocation(nbytes, ordinal)
-    return DeviceArray._wrap(alloc.ptr, shape, dtype, ordinal, alloc)
+    block = _allocate(nbytes, ordinal)
+    return DeviceArray._wrap(block.ptr, shape, dtype, ordinal, block)
 
 
 def empty_like(ary: Any, *, device: int | None = None) -> DeviceArray:
     """An uninitialised device array with ``ary``'s shape and dtype."""
-    shape, dtype = _describe(ary)[1:3]
-    return empty(shape, dtype, device=device)
+    info = describe(ary)
+    return empty(info.shape, info.dtype, device=device)
 
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
@@ -192,20 +188,13 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     """
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
-    out = empty(ary.shape, ary.dtype, device=device)
-    copy_async(out, ary, stream=stream)
+    device_dtype(ary.dtype)
+    core = _core(stream)  # a bad stream is refused before anything is allocated
+    if not ary.flags.c_contiguous:
+        ary = np.ascontiguousarray(ary)
+    out = empty(ary.shape, ary.dtype, device=core.device if device is None else device)
+    _copy(core, out, ary, stream)
     return out
-
-
-class _HostAllocation:
-    __slots__ = ("ptr", "nbytes", "_finalizer", "__weakref__")
-
-    def __init__(self, nbytes: int) -> None:
-        be = backend()
-        self.ptr = be.host_malloc(nbytes)
-        self.nbytes = nbytes
-        self._finalizer = weakref.finalize(self, _release, be.host_free, self.ptr,
-                                           "page-locked memory")
 
 
 def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
@@ -214,20 +203,23 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.nd
     Copies from and to it run asynchronously at full link speed; the memory is freed when the
     last array viewing it is gone.
     """
-    shape, dtype = _shape_of(shape), np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    alloc = _HostAllocation(nbytes)
-    raw = (ctypes.c_byte * max(nbytes, 1)).from_address(alloc.ptr)
-    raw._rocmstreams_allocation = alloc  # type: ignore[attr-defined]  # raw keeps it alive
+    shape, dtype = shape_of(shape), device_dtype(dtype)
+    nbytes = byte_size(shape, dtype)
+    be = active()
+    lifetime.drain()
+    ptr = be.host_malloc(nbytes)
+    block = _Block(ptr, nbytes, be.get_device(), Handle(ptr, be.host_free, "page-locked memory"))
+    raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
+    raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
     return np.frombuffer(raw, np.uint8, count=nbytes).view(dtype).reshape(shape)
 
 
-def _pinned_owner(ary: np.ndarray) -> "_HostAllocation | None":
+def _pinned_block(ary: np.ndarray) -> _Block | None:
     base: Any = ary
     while base is not None:
-        alloc = getattr(base, "_rocmstreams_allocation", None)
-        if alloc is not None:
-            return alloc
+        block = getattr(base, "_rocmstreams_block", None)
+        if block is not None:
+            return block  # type: ignore[no-any-return]
         nxt = getattr(base, "base", None)
         base = getattr(base, "obj", None) if nxt is None else nxt
     return None
@@ -235,7 +227,7 @@ def _pinned_owner(ary: np.ndarray) -> "_HostAllocation | None":
 
 def is_pinned(ary: np.ndarray) -> bool:
     """Whether ``ary`` lies in page-locked memory from :func:`pinned_empty`."""
-    return _pinned_owner(ary) is not None
+    return _pinned_block(ary) is not None
 
 
 def device_view(ary: np.ndarray) -> DeviceArray:
@@ -243,40 +235,18 @@ def device_view(ary: np.ndarray) -> DeviceArray:
 
     Kernels reading it see host writes as they happen, e.g. a flag the host sets.
     """
-    owner = _pinned_owner(ary)
-    if owner is None:
+    block = _pinned_block(ary)
+    if block is None:
         raise ValueError("device_view needs an array from rocmstreams.pinned_empty")
     if not ary.flags.c_contiguous:
         raise ValueError("device_view needs a C-contiguous array")
-    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, backend().get_device(),
-                             ary)
+    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, block.device, ary)
 
 
-def _describe(obj: Any) -> tuple[str, tuple[int, ...], np.dtype, int, bool]:
-    """(kind, shape, dtype, address, contiguous) of a copy endpoint; kind 'host' or 'device'."""
-    if isinstance(obj, np.ndarray):
-        return "host", obj.shape, obj.dtype, obj.ctypes.data, obj.flags.c_contiguous
-    if isinstance(obj, DeviceArray):
-        return "device", obj.shape, obj.dtype, obj.ptr, True
-    cai = getattr(obj, "__cuda_array_interface__", None)
-    if cai is None:
-        raise TypeError(f"a copy endpoint is a numpy array, a DeviceArray or an object with "
-                        f"__cuda_array_interface__; got {type(obj).__name__}")
-    shape, dtype = tuple(cai["shape"]), np.dtype(cai["typestr"])
-    strides = cai.get("strides")
-    contiguous = strides is None or tuple(strides) == _c_strides(shape, dtype.itemsize) or \
-        int(np.prod(shape, dtype=np.int64)) <= 1
-    return "device", shape, dtype, int(cai["data"][0]), contiguous
-
-
-def _stream_handle(stream: "RocmStream | None") -> int:
-    from .stream import RocmStream
+def _core(stream: "RocmStream | None") -> StreamCore:
     if stream is None:
-        return LEGACY_STREAM
-    if not isinstance(stream, RocmStream):
-        raise TypeError(f"stream must be a RocmStream or None, got {type(stream).__name__}; "
-                        "wrap foreign streams with RocmStream.from_external")
-    return stream.handle
+        return default_core(active().get_device())
+    return core_of(stream, "a copy's stream=")
 
 
 def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> None:
@@ -290,8 +260,8 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     pageable memory follows CUDA's rules for pageable copies: from it, the call returns once the
     source has been read, so it may be overwritten at once (the device data is ready when the
     stream passes the copy); into it, the call returns once the data is there. Pageable sources
-    of at least :data:`rocmstreams.staging.MIN_STAGED_BYTES` are copied in chunks through reused
-    page-locked buffers, the host filling one while the device empties another (see
+    of at least ``config().staging_min_bytes`` are copied in chunks through reused page-locked
+    buffers, the host filling one while the device empties another (see
     :mod:`rocmstreams.staging`).
 
     Raises
@@ -301,40 +271,48 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     CaptureError
         A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
-    handle = _stream_handle(stream)
-    dkind, dshape, ddtype, daddr, dcontig = _describe(dst)
-    skind, sshape, sdtype, saddr, scontig = _describe(src)
-    if dkind == "host" and skind == "host":
+    _copy(_core(stream), dst, src, stream)
+
+
+def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
+    d, s = describe(dst), describe(src)
+    if d.kind == "host" and s.kind == "host":
         raise ValueError("both endpoints are host arrays; use numpy to copy between them")
-    if ddtype != sdtype:
-        raise ValueError(f"dtype mismatch: destination {ddtype}, source {sdtype}")
-    if tuple(dshape) != tuple(sshape):
-        raise ValueError(f"shape mismatch: destination {tuple(dshape)}, source {tuple(sshape)}")
-    if not (dcontig and scontig):
-        side = "destination" if not dcontig else "source"
+    if d.dtype != s.dtype:
+        raise ValueError(f"dtype mismatch: destination {d.dtype}, source {s.dtype}")
+    if d.shape != s.shape:
+        raise ValueError(f"shape mismatch: destination {d.shape}, source {s.shape}")
+    if not (d.contiguous and s.contiguous):
+        side = "destination" if not d.contiguous else "source"
         raise ValueError(f"the {side} is not C-contiguous; copy it to a contiguous array "
                          "first (np.ascontiguousarray or .copy())")
-    if dkind == "host" and not dst.flags.writeable:
+    if d.kind == "host" and d.readonly:
         raise ValueError("the destination host array is read-only")
-    nbytes = int(np.prod(dshape, dtype=np.int64)) * ddtype.itemsize
-    host = dst if dkind == "host" else src if skind == "host" else None
-    pageable = host is not None and _pinned_owner(host) is None
-    if pageable and getattr(stream, "is_capturing", False):
+    host = dst if d.kind == "host" else src if s.kind == "host" else None
+    pageable = host is not None and _pinned_block(host) is None
+    if pageable and core.capture is not None:
         raise CaptureError(
             "a copy to or from pageable host memory cannot be captured into a graph: it reads "
             "(or fills) the host array during the call, with host waits a graph cannot record; "
             "copy through a page-locked array from rocmstreams.pinned_empty, or end the capture")
+    nbytes = d.nbytes
     if not nbytes:
+        core.enter()  # a closed stream still refuses an empty copy
+        core.leave()
         return
-    if stream is not None and stream._capture is not None:  # the graph keeps both ends alive
-        stream._capture._keep((dst, src))
-    be = backend()
-    if pageable and nbytes >= staging.MIN_STAGED_BYTES:
-        device = be.get_device() if stream is None else stream.device
-        if skind == "host":
-            staging.copy_to_device(be, daddr, src, handle, device)
+    core.submit(COPY, _queue_copy, dst, src, d, s, pageable, core)
+
+
+def _queue_copy(calls: Any, dst: Any, src: Any, d: ArrayInfo, s: ArrayInfo, pageable: bool,
+                core: StreamCore) -> None:
+    """Inside the door: the runtime copy, or a staged one for large pageable endpoints."""
+    nbytes = d.nbytes
+    cfg = config()
+    if pageable and nbytes >= cfg.staging_min_bytes:
+        if s.kind == "host":
+            staging.copy_to_device(core.backend, calls, core.device, d.address, src, cfg)
             return
-        if staging.STAGE_D2H:
-            staging.copy_to_host(be, dst, saddr, handle, device)
+        if cfg.stage_device_to_host:
+            staging.copy_to_host(core.backend, calls, core.device, dst, s.address, cfg)
             return
-    be.memcpy_async(daddr, saddr, nbytes, handle)
+    calls.memcpy_async(d.address, s.address, nbytes)

@@ -1,26 +1,43 @@
 """RocmStream: an owned or borrowed GPU stream, usable wherever a Numba launch stream goes."""
 from __future__ import annotations
 
-import warnings
-import weakref
-from contextlib import AbstractContextManager
+import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, backend
-from .device import _priority_range, check_device, using_device
-from .errors import CallbackError, CaptureError, StreamClosedError
+import numpy as np
 
-if TYPE_CHECKING:
-    from .event import Event
-    from .graph import Graph
+from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
+from .core import lifetime
+from .core.device import check_device, checked_priority_range, using_device
+from .errors import CaptureError
+from .event import Event
+from .graph import CaptureBlock
+from .streamcore import StreamCore
 
 __all__ = ["RocmStream", "StreamOptions", "default_stream", "per_thread_default_stream"]
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
 
 
 @dataclass(frozen=True)
 class StreamOptions:
     """How a new stream is made; checked before any runtime call.
+
+    Pass it as ``RocmStream(options=...)``, or give the same fields as keywords.
 
     Parameters
     ----------
@@ -35,45 +52,42 @@ class StreamOptions:
     priority: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.non_blocking, bool):
-            raise TypeError(f"non_blocking must be True or False, got {self.non_blocking!r}")
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise TypeError(f"priority must be an int, got {self.priority!r}")
+        object.__setattr__(self, "non_blocking", _flag("non_blocking", self.non_blocking))
+        object.__setattr__(self, "priority", _int("priority", self.priority))
 
 
 #: Options already checked against a device's priority range, by (backend, ordinal, values).
 _CHECKED: dict[tuple[Any, int, bool, int], StreamOptions] = {}
 
 
-def _checked_options(be: Backend, ordinal: int, non_blocking: bool,
-                     priority: int) -> StreamOptions:
-    """Check the options (types, then the device's priority range) and keep them for reuse."""
-    options = StreamOptions(non_blocking, priority)
-    least, greatest = _priority_range(ordinal)
-    if not greatest <= priority <= least:
-        raise ValueError(f"priority={priority} is out of range [{greatest}, {least}] "
+def _checked_options(be: Backend, ordinal: int, non_blocking: Any, priority: Any,
+                     options: StreamOptions | None) -> StreamOptions:
+    """The options, checked (types, then the device's priority range) and kept for reuse."""
+    if options is None:
+        if type(non_blocking) is bool and type(priority) is int:  # the common case
+            found = _CHECKED.get((be, ordinal, non_blocking, priority))
+            if found is not None:
+                return found
+        options = StreamOptions(non_blocking, priority)
+    elif not isinstance(options, StreamOptions):
+        raise TypeError(f"options must be a StreamOptions, got {type(options).__name__}")
+    least, greatest = checked_priority_range(ordinal)
+    if not greatest <= options.priority <= least:
+        raise ValueError(f"priority={options.priority} is out of range [{greatest}, {least}] "
                          f"for device {ordinal} (lower numbers are higher priority)")
     if len(_CHECKED) < 256:
-        _CHECKED[(be, ordinal, non_blocking, priority)] = options
+        _CHECKED[(be, ordinal, options.non_blocking, options.priority)] = options
     return options
-
-
-def _destroy(be: Backend, handle: int) -> None:
-    """Finalizer of owned streams: cleanup warns, never raises."""
-    try:
-        be.stream_destroy(handle)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not raise
-        warnings.warn(f"rocmstreams: destroying stream {handle:#x} failed: {exc}",
-                      ResourceWarning, stacklevel=2)
 
 
 class RocmStream:
     """A stream of GPU work: kernels, copies, host callbacks and event records run in order.
 
-    Create one with ``RocmStream(non_blocking=..., priority=..., device=...)``; wrap a stream
-    someone else owns with :meth:`from_external`; get the default streams from
-    :func:`default_stream` and :func:`per_thread_default_stream`. Pass it as the stream of a Numba
-    launch, ``kernel[blocks, threads, stream](...)``, and of rocmstreams' copies.
+    Create one with ``RocmStream(non_blocking=..., priority=..., device=...)`` (or
+    ``RocmStream(options=StreamOptions(...))``); wrap a stream someone else owns with
+    :meth:`from_external`; get the default streams from :func:`default_stream` and
+    :func:`per_thread_default_stream`. Pass it as the stream of a Numba launch,
+    ``kernel[blocks, threads, stream](...)``, and of rocmstreams' copies.
 
     Parameters
     ----------
@@ -83,70 +97,51 @@ class RocmStream:
         Stream priority; out of the device's range is a ValueError naming the range.
     device : int, optional
         Device ordinal; the current device when omitted.
+    options : StreamOptions, optional
+        The options as one object, instead of ``non_blocking`` and ``priority``.
 
     Notes
     -----
     ``close()`` releases an owned stream (idempotent); after it, every operation raises
-    :class:`~rocmstreams.errors.StreamClosedError`. ``with stream:`` synchronizes, then closes.
-    Borrowed and default streams are never destroyed by rocmstreams. ``with stream.capture() as
-    graph:`` records the stream's work into a :class:`~rocmstreams.Graph` (see :meth:`capture`).
+    :class:`~rocmstreams.errors.StreamClosedError`, and an operation already in flight in
+    another thread finishes first. ``with stream:`` synchronizes, then closes. Borrowed and
+    default streams are never destroyed by rocmstreams. ``with stream.capture() as graph:``
+    records the stream's work into a :class:`~rocmstreams.Graph` (see :meth:`capture`).
+    ``__rocmstreams_core__`` is the stream's core, through which every operation passes.
     """
 
-    __slots__ = ("_backend", "_handle", "_device", "_options", "_owner", "_finalizer",
-                 "_key", "_callback_errors", "_launches", "_proxy", "_capture", "_query",
-                 "_sync", "_stream_obj", "_ok", "__weakref__")
+    __slots__ = ("__rocmstreams_core__", "_options", "_finalizer", "_key", "__weakref__")
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
-                 device: int | None = None) -> None:
-        be = backend()
+                 device: int | None = None, options: StreamOptions | None = None) -> None:
+        be = active()
+        if options is not None and (non_blocking is not False or priority != 0):
+            raise TypeError("give the stream's options either as options=StreamOptions(...) "
+                            "or as non_blocking=/priority= keywords, not both")
         current = be.get_device()
         ordinal = current if device is None else check_device(device)
-        options = None
-        if type(non_blocking) is bool and type(priority) is int:  # the common case: one lookup
-            options = _CHECKED.get((be, ordinal, non_blocking, priority))
-        if options is None:
-            options = _checked_options(be, ordinal, non_blocking, priority)
+        checked = _checked_options(be, ordinal, non_blocking, priority, options)
+        lifetime.drain()
         if ordinal == current:
-            handle = be.stream_create(non_blocking, priority, ordinal)
+            handle = be.stream_create(checked.non_blocking, checked.priority, ordinal)
         else:
             with using_device(ordinal):
-                handle = be.stream_create(non_blocking, priority, ordinal)
-        self._setup(be, handle, ordinal, options, owner=None)
-        self._finalizer = weakref.finalize(self, _destroy, be, handle)
+                handle = be.stream_create(checked.non_blocking, checked.priority, ordinal)
+        core = StreamCore(be, handle, ordinal, owned=True)
+        self._setup(core, checked)
+        self._finalizer = lifetime.own(self, core)
 
-    def _setup(self, be: Backend, handle: int, device: int, options: StreamOptions | None,
-               owner: object) -> None:
-        self._backend = be
-        self._handle: int | None = handle
-        self._device = device
+    def _setup(self, core: StreamCore, options: StreamOptions | None) -> None:
+        self.__rocmstreams_core__ = core
         self._options = options
-        self._owner = owner
         self._finalizer = None
-        self._key = (be.name, device, handle)
-        self._callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
-        self._launches: dict[tuple, Any] | None = None  # kernel launches configured on it
-        self._proxy: Any = None  # the weak proxy those launches hold
-        self._capture: Graph | None = None  # the graph a `with self.capture()` block records
-        # the runtime's query, synchronize and stream object bound to this stream, on first use
-        # (see _bind): the hot paths call them
-        self._query: Callable[[], tuple] | None = None
-        self._sync: Callable[[], tuple] | None = None
-        self._stream_obj: Any = None
-        self._ok = be.success
-
-    def _bind(self) -> tuple[Callable[[], tuple], Callable[[], tuple], Any]:
-        """Bind the runtime's query, synchronize and stream object to the handle, once; raises
-        StreamClosedError on a closed stream."""
-        handle = self._live()
-        be = self._backend
-        self._query, self._sync = be.bind_stream(handle)
-        self._stream_obj = be.stream_object(handle)
-        return self._query, self._sync, self._stream_obj
+        self._key = (core.backend.name, core.device, core.value)
 
     @classmethod
     def _borrow(cls, handle: int, owner: object, device: int | None = None) -> "RocmStream":
         self = cls.__new__(cls)
-        self._setup(backend(), handle, check_device(device), None, owner)
+        self._setup(StreamCore(active(), handle, check_device(device), owned=False,
+                               owner=owner), None)
         return self
 
     @classmethod
@@ -165,14 +160,18 @@ class RocmStream:
             return cls._borrow(obj.handle, obj, obj.device)
         protocol = getattr(obj, "__cuda_stream__", None)
         if protocol is not None:
-            version, handle = protocol() if callable(protocol) else protocol
+            found = protocol() if callable(protocol) else protocol
+            if not (isinstance(found, tuple) and len(found) == 2):
+                raise TypeError(f"{type(obj).__name__}.__cuda_stream__() must return a "
+                                f"(version, handle) tuple, got {found!r}")
+            version, handle = found
             if version != 0:
                 raise ValueError(f"unsupported __cuda_stream__ version {version}; expected 0")
-            return cls._borrow(int(handle), obj, device)
-        if isinstance(obj, int) and not isinstance(obj, bool):
+            return cls._borrow(_int("the stream handle", handle), obj, device)
+        if isinstance(obj, (int, np.integer)) and not isinstance(obj, (bool, np.bool_)):
             if obj < 0:
                 raise ValueError(f"a stream handle is a non-negative address, got {obj}")
-            return cls._borrow(obj, None, device)
+            return cls._borrow(int(obj), None, device)
         raise TypeError(f"cannot borrow a stream from {type(obj).__name__}: pass an object "
                         "with __cuda_stream__ (CuPy, PyTorch, cuda.core) or an int handle")
 
@@ -180,13 +179,7 @@ class RocmStream:
     @property
     def is_closed(self) -> bool:
         """True once :meth:`close` has run."""
-        return self._handle is None
-
-    def _live(self) -> int:
-        handle = self._handle
-        if handle is None:
-            raise StreamClosedError("this RocmStream is closed; create a new RocmStream")
-        return handle
+        return self.__rocmstreams_core__.value is None
 
     @property
     def is_capturing(self) -> bool:
@@ -195,22 +188,25 @@ class RocmStream:
         Work queued then is recorded into the graph, not run; queries, synchronizes, events and
         copies from pageable host memory are refused.
         """
-        return self._capture is not None
+        return self.__rocmstreams_core__.capture is not None
 
     @property
     def handle(self) -> int:
         """The raw ``hipStream_t`` / ``cudaStream_t`` address (0 for the legacy default)."""
-        return self._live()
+        core = self.__rocmstreams_core__
+        core.enter()
+        core.leave()
+        return core.calls.handle
 
     @property
     def device(self) -> int:
         """Ordinal of the device the stream belongs to."""
-        return self._device
+        return self.__rocmstreams_core__.device
 
     @property
     def owned(self) -> bool:
-        """True when rocmstreams created the stream and destroys it on close."""
-        return self._finalizer is not None
+        """True when rocmstreams created the stream and releases it on close."""
+        return self.__rocmstreams_core__.owned
 
     @property
     def non_blocking(self) -> bool | None:
@@ -225,11 +221,11 @@ class RocmStream:
     @property
     def backend_name(self) -> str:
         """Name of the backend the stream lives on: ``cuda``, ``hip`` or ``cpu``."""
-        return self._backend.name
+        return self.__rocmstreams_core__.backend.name
 
     def __cuda_stream__(self) -> tuple[int, int]:
         """The CUDA stream protocol: ``(version, handle)``."""
-        return (0, self._live())
+        return (0, self.handle)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
@@ -246,13 +242,14 @@ class RocmStream:
                         "send its .handle and borrow it with RocmStream.from_external")
 
     def __repr__(self) -> str:
-        if self._handle is None:
-            return f"<RocmStream closed backend={self._backend.name}>"
-        kind = "owned" if self.owned else "borrowed"
+        core = self.__rocmstreams_core__
+        if core.value is None:
+            return f"<RocmStream closed backend={core.backend.name}>"
+        kind = "owned" if core.owned else "borrowed"
         opts = ("" if self._options is None else
                 f" non_blocking={self._options.non_blocking} priority={self._options.priority}")
-        return (f"<RocmStream handle={self._handle:#x} device={self._device}{opts} "
-                f"backend={self._backend.name} {kind}>")
+        return (f"<RocmStream handle={core.value:#x} device={core.device}{opts} "
+                f"backend={core.backend.name} {kind}>")
 
     # work --------------------------------------------------------------------------------------
     def query(self) -> bool:
@@ -265,47 +262,32 @@ class RocmStream:
         CaptureError
             The stream is capturing a graph; the capture goes on.
         """
-        query = self._query
-        if query is None:
-            query = self._bind()[0]
-        if self._capture is not None:
-            raise _capturing("query()")
-        result = query()
-        if result[0] is self._ok:
-            return True
-        return self._backend.stream_query_result(result, self._handle)
+        return self.__rocmstreams_core__.query()
 
-    def synchronize(self) -> None:
+    def synchronize(self, timeout: float | None = None) -> None:
         """Block until all work queued on the stream has finished.
+
+        Interruptible: Ctrl-C (SIGINT) raises KeyboardInterrupt at once, and the stream stays
+        usable; its work goes on.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most; then :class:`~rocmstreams.errors.WaitTimeoutError`.
 
         Raises
         ------
         CallbackError
-            A host callback queued with :meth:`add_callback` raised; its exception is the cause.
+            A host callback queued with :meth:`add_callback` raised; its exception is the
+            cause, and the message counts the others that raised since.
         SynchronizeError
             Work on the stream failed.
         CaptureError
             The stream is capturing a graph; the capture goes on.
         """
-        sync = self._sync
-        if sync is None:
-            sync = self._bind()[1]
-        if self._capture is not None:
-            raise _capturing("synchronize()")
-        result = sync()
-        if result[0] is not self._ok:
-            self._backend.stream_synchronize_result(result, self._handle)
-        if self._callback_errors:
-            self._raise_callback_error()
+        self.__rocmstreams_core__.synchronize(timeout)
 
-    def _raise_callback_error(self) -> None:
-        if self._callback_errors:
-            fn, exc = self._callback_errors.pop(0)
-            name = getattr(fn, "__qualname__", repr(fn))
-            raise CallbackError(f"host callback {name} raised {type(exc).__name__}: {exc}") \
-                from exc
-
-    def record(self, event: "Event | None" = None, *, timing: bool = False) -> "Event":
+    def record(self, event: Event | None = None, *, timing: bool = False) -> Event:
         """Record an event after the work queued so far; returns it.
 
         Parameters
@@ -320,65 +302,66 @@ class RocmStream:
         CaptureError
             The stream is capturing a graph (events inside a capture are not supported).
         """
-        from .event import Event
-        self._live()
-        if self._capture is not None:
-            raise _event_in_capture()
+        core = self.__rocmstreams_core__
+        if event is not None and not isinstance(event, Event):
+            raise TypeError(f"record() takes an Event or nothing, got {type(event).__name__}")
         if event is None:
-            event = Event(timing=timing, device=self._device)
+            core.enter()
+            core.leave()
+            if core.capture is not None:
+                raise CaptureError("events inside a graph capture are not supported: record "
+                                   "events and wait on streams or events before `with "
+                                   "stream.capture()` or after it")
+            event = Event(timing=timing, device=core.device)
         return event.record(self)
 
-    def wait(self, other: "Event | RocmStream | Any") -> None:
+    def wait(self, other: Any) -> None:
         """Make later work on this stream wait for ``other``: an event, or all work now queued
         on another stream (a RocmStream or any ``__cuda_stream__`` object). The host does not
         block.
 
         Raises
         ------
+        TypeError
+            ``other`` is neither an Event nor a stream.
         CaptureError
             This stream or ``other`` is capturing a graph (events inside a capture are not
             supported).
         """
-        from .event import Event
-        handle = self._live()
-        if self._capture is not None:
-            raise _event_in_capture()
+        core = self.__rocmstreams_core__
         if isinstance(other, Event):
-            self._backend.stream_wait_event(handle, other._live())
+            other.wait_on(core)
             return
         if not isinstance(other, RocmStream):
             if getattr(other, "__cuda_stream__", None) is None:
                 raise TypeError(f"wait() takes an Event or a stream, got {type(other).__name__}")
-            other = RocmStream.from_external(other, device=self._device)
+            other = RocmStream.from_external(other, device=core.device)
+        core.enter()
+        core.leave()
+        if core.capture is not None:
+            raise CaptureError("events inside a graph capture are not supported: record events "
+                               "and wait on streams or events before `with stream.capture()` "
+                               "or after it")
         marker = other.record()
         try:
-            self._backend.stream_wait_event(handle, marker._live())
+            marker.wait_on(core)
         finally:
             marker.close()
 
     def add_callback(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a host thread after all earlier work on the stream.
 
-        Later work waits for it. ``fn`` must not call the GPU runtime; an exception it raises is
-        raised as :class:`~rocmstreams.errors.CallbackError` at the next :meth:`synchronize`.
-        Inside a capture, ``fn`` runs once per replay of the graph, and its exception is raised
-        at the next synchronize of the stream the graph was launched on.
+        Later work waits for it. ``fn`` must not call the GPU runtime (rocmstreams raises if it
+        does); an exception it raises is raised as :class:`~rocmstreams.errors.CallbackError` at
+        the next :meth:`synchronize`. Inside a capture, ``fn`` runs once per replay of the graph,
+        and its exception is raised at the next synchronize of the stream the graph was launched
+        on.
         """
         if not callable(fn):
             raise TypeError(f"add_callback needs a callable, got {type(fn).__name__}")
-        handle = self._live()
-        capture = self._capture
-        errors = self._callback_errors if capture is None else capture._errors_for_callback()
+        self.__rocmstreams_core__.add_callback(fn, args)
 
-        def call() -> None:
-            try:
-                fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - delivered at synchronize()
-                errors.append((fn, exc))
-
-        self._backend.launch_host_func(handle, call)
-
-    def capture(self) -> "AbstractContextManager[Graph]":
+    def capture(self) -> CaptureBlock:
         """Record the work queued on this stream into a :class:`~rocmstreams.Graph`.
 
         ``with stream.capture() as graph:`` records, instead of running, the kernels launched,
@@ -400,41 +383,36 @@ class RocmStream:
         Notes
         -----
         Captures run in the runtime's global mode: inside the block, do only stream work on the
-        capturing stream (allocate arrays, compile kernels and create events before it), and keep
-        every array the block names alive as long as the graph. On the cuda and hip backends a
-        host callback captured into a graph stays registered for the life of the process.
+        capturing stream (allocate arrays, compile kernels and create events before it). Memory
+        released meanwhile is freed after the block. On the cuda and hip backends a host
+        callback captured into a graph stays registered for the life of the process.
         """
-        from .graph import _Capture
-        return _Capture(self)
+        return CaptureBlock(self.__rocmstreams_core__)
 
     # lifetime ------------------------------------------------------------------------------------
     def close(self) -> None:
         """Release an owned stream (queued work still completes); idempotent.
 
-        On GPU backends a stream that is idle when closed goes back to a small pool of its
-        device and options, and the next RocmStream made with them reuses it without a runtime
-        call (``rocmstreams.backends.runtime.STREAM_POOL_SIZE``); a stream still running work is
-        destroyed. Borrowed and default streams are only detached, never destroyed.
+        An operation in flight in another thread finishes first; every later one raises
+        StreamClosedError. On GPU backends a stream that is idle when released goes back to a
+        small pool of its device and options, and the next RocmStream made with them reuses it
+        without a runtime call (``rocmstreams.configure(stream_pool_size=...)``); a stream still
+        running work is destroyed. Borrowed and default streams are only detached.
 
         Raises
         ------
         CaptureError
             The stream is capturing a graph; it stays open and the capture goes on.
         """
-        if self._handle is None:
-            return
-        if self._capture is not None:
-            raise CaptureError("cannot close a stream while it is capturing a graph; leave the "
-                               "`with stream.capture()` block first")
-        self._handle = None
-        self._query = self._sync = self._stream_obj = None
-        self._owner = None
-        self._launches = None
+        self.__rocmstreams_core__.close()
         if self._finalizer is not None:
-            self._finalizer()
+            self._finalizer.detach()
+        lifetime.drain()
 
     def __enter__(self) -> "RocmStream":
-        self._live()
+        core = self.__rocmstreams_core__
+        core.enter()
+        core.leave()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -445,23 +423,12 @@ class RocmStream:
             self.close()
 
 
-def _capturing(what: str) -> CaptureError:
-    return CaptureError(f"{what} is not allowed while the stream is capturing a graph: its work "
-                        "is being recorded, not run; end the capture (leave the "
-                        "`with stream.capture()` block) first")
-
-
-def _event_in_capture() -> CaptureError:
-    return CaptureError("events inside a graph capture are not supported: record events and "
-                        "wait on streams or events before `with stream.capture()` or after it")
-
-
 def default_stream(device: int | None = None) -> RocmStream:
     """The legacy default (NULL) stream of ``device``; never destroyed."""
     return RocmStream._borrow(LEGACY_STREAM, None, device)
 
 
-
 def per_thread_default_stream(device: int | None = None) -> RocmStream:
     """The calling thread's per-thread default stream; never destroyed."""
     return RocmStream._borrow(PER_THREAD_STREAM, None, device)
+

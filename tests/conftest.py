@@ -17,12 +17,41 @@ import rocmstreams as rs
 
 def pytest_report_header(config):
     be = rs.backend()
-    return f"rocmstreams backend: {be.name} ({be.device_name(be.get_device())})"
+    return f"rocmstreams backend: {be.name} ({be.devices[0].name})"
 
 
 @pytest.fixture(scope="session")
 def backend():
+    """The selected backend, described (rs.backend())."""
     return rs.backend()
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """The selected backend's runtime object (internal: tests patch its calls)."""
+    from rocmstreams.backends import active
+    return active()
+
+
+@pytest.fixture
+def stream_calls(runtime, monkeypatch):
+    """Patches a method of the backend's bound stream calls for the test:
+    ``stream_calls("memcpy_async", wrapper_factory)``, where the factory gets the original."""
+    cls = type(runtime.stream_calls(0))
+
+    def patch(name, make):
+        monkeypatch.setattr(cls, name, make(getattr(cls, name)))
+    return patch
+
+
+def collect():
+    """Collect garbage and run the releases finalizers deferred (what the next rocmstreams call
+    that creates, closes or waits does)."""
+    import gc
+
+    from rocmstreams.core import lifetime
+    gc.collect()
+    lifetime.drain()
 
 
 @pytest.fixture(scope="session")

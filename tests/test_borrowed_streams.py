@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
+from conftest import collect
 
 
 class ForeignStream:
@@ -31,11 +32,11 @@ def test_a_borrowed_stream_survives_our_close(kernels, stream, rng):
 
 
 def test_borrowing_an_int_handle_does_not_destroy_it(stream):
-    gc.collect()  # streams of earlier tests, already garbage, are not counted
+    collect()  # streams of earlier tests, already garbage, are not counted
     before = rs.backend().live_handles()["streams"]
     borrowed = rs.RocmStream.from_external(stream.handle)
     del borrowed
-    gc.collect()
+    collect()
     assert rs.backend().live_handles()["streams"] == before
     assert stream.query()
 
@@ -45,11 +46,11 @@ def test_a_borrowed_stream_keeps_its_owner_alive(stream):
     watch = weakref.ref(owner)
     borrowed = rs.RocmStream.from_external(owner)
     del owner
-    gc.collect()
+    collect()
     assert watch() is not None
     borrowed.synchronize()
     del borrowed
-    gc.collect()
+    collect()
     assert watch() is None
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
+from conftest import collect
 
 N = 256
 GRID, BLOCK = 4, 64  # covers N: add_scalar is not grid-stride
@@ -38,17 +39,17 @@ def _add_one_graph(kernels, stream, d):
 
 
 @pytest.fixture
-def spy(monkeypatch, backend):
+def spy(monkeypatch, runtime):
     """Records the graph handles the backend destroys: ``calls['graph_destroy']`` etc."""
     calls = {"graph_destroy": [], "graph_exec_destroy": [], "graph_instantiate": []}
     for name, seen in calls.items():
-        original = getattr(backend, name)
+        original = getattr(runtime, name)
 
         def wrapper(handle, _original=original, _seen=seen):
             _seen.append(handle)
             return _original(handle)
 
-        monkeypatch.setattr(backend, name, wrapper)
+        monkeypatch.setattr(runtime, name, wrapper)
     return calls
 
 
@@ -445,7 +446,7 @@ def test_a_graph_keeps_the_arrays_of_its_captured_work_alive_until_closed(kernel
         kernels.add_scalar[GRID, BLOCK, stream](d, np.float32(1))
         rs.copy_async(out, d, stream=stream)
     del d
-    gc.collect()
+    collect()
     assert watch() is not None, "the graph let go of an array its replays write"
     expected = x
     for _ in range(3):
@@ -454,18 +455,19 @@ def test_a_graph_keeps_the_arrays_of_its_captured_work_alive_until_closed(kernel
     stream.synchronize()
     np.testing.assert_array_equal(out, expected)
     graph.close()
-    gc.collect()
+    collect()
     assert watch() is None, "a closed graph still holds its arrays"
 
 
 def test_a_dropped_graph_frees_its_handles(kernels, stream, spy):
     graph = _add_one_graph(kernels, stream, rs.empty(N, np.float32))
     del graph
-    gc.collect()
+    collect()
     assert len(spy["graph_exec_destroy"]) == 1 and len(spy["graph_destroy"]) == 1
 
 
-def test_a_failed_release_warns_and_close_does_not_raise(kernels, stream, backend, monkeypatch):
+def test_a_failed_release_warns_and_close_does_not_raise(kernels, stream, runtime, monkeypatch):
+    backend = runtime
     graph = _add_one_graph(kernels, stream, rs.empty(N, np.float32))
     original = backend.graph_exec_destroy
     destroyed = []
@@ -477,7 +479,7 @@ def test_a_failed_release_warns_and_close_does_not_raise(kernels, stream, backen
     monkeypatch.setattr(backend, "graph_exec_destroy", failing)
     monkeypatch.setattr(backend, "graph_destroy",
                         lambda h, _o=backend.graph_destroy: (destroyed.append(h), _o(h)))
-    with pytest.warns(ResourceWarning, match="executable graph .* failed: refused"):
+    with pytest.warns(ResourceWarning, match="releasing Graph .* failed: refused"):
         graph.close()
     assert graph.is_closed and len(destroyed) == 1  # the graph itself was still freed
     graph.close()

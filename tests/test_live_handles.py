@@ -5,10 +5,11 @@ import threading
 import numpy as np
 
 import rocmstreams as rs
+from conftest import collect
 
 
 def _settled():
-    gc.collect()
+    collect()
     rs.default_stream().synchronize()
     return rs.backend().live_handles()
 

@@ -14,7 +14,9 @@ import pytest
 from numba.core import types
 
 import rocmstreams as rs
-from rocmstreams.backends.prepared import ABI_ATTRIBUTE, KernelDriver, PreparedLauncher
+from conftest import collect
+from rocmstreams.backends import KernelDriver
+from rocmstreams.integrations.numba.prepared import ABI_ATTRIBUTE, PreparedLauncher
 
 CONFIG = (4, 1, 1, 128, 1, 1, 0)
 OK, FAILED = object(), object()
@@ -81,13 +83,37 @@ def make(dispatcher, kernel_slots, layouts=None):
     kd = KernelDriver(launch=driver.launch, success=OK, function=function,
                       stream=lambda h: ("stream", h),
                       error=lambda status, what: RuntimeError(f"refused: {what}"),
-                      array_types=(rs.DeviceArray,),
                       buffer_markers=None if layouts is None else (1, 2, 0),
                       param_info=None if layouts is None else
                       (lambda f, count: layouts[tokens[f]]))
-    launcher = PreparedLauncher(dispatcher, kd,
-                                lambda h, args, config: numba_calls.append((h, args, config)))
-    return launcher, driver, numba_calls
+    launcher = PreparedLauncher(dispatcher, kd, (rs.DeviceArray,))
+    return Launch(launcher, numba_calls), driver, numba_calls
+
+
+@dataclass
+class Calls:
+    """A stream's bound calls, as the door hands them: Numba's launch is recorded."""
+
+    handle: int
+    numba_calls: list
+
+    def launch_kernel(self, dispatcher, config, args, arrays):
+        self.numba_calls.append((self.handle, args, config))
+
+
+@dataclass
+class Launch:
+    """``launch(handle, args, config)``: what the door does with a configured launch."""
+
+    launcher: PreparedLauncher
+    numba_calls: list
+
+    def __call__(self, handle, args, config):
+        self.launcher.run(Calls(handle, self.numba_calls), config, *args)
+
+    @property
+    def specializations(self):
+        return self.launcher.specializations
 
 
 def q(v):
@@ -147,7 +173,7 @@ def test_the_launcher_keeps_no_launched_array_alive(saxpy_like):
     assert driver.launches[-1][2][:9] == array_abi(dropped)
     watch = weakref.ref(dropped)
     del dropped
-    gc.collect()
+    collect()
     assert watch() is None, "the launcher still holds the array it launched with"
     fresh = rs.empty((3, 2), np.float32)
     launcher(1, (fresh, a, 1), CONFIG)

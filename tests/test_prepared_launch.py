@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
-from rocmstreams.backends.prepared import PreparedLauncher
 from rocmstreams.errors import StreamClosedError
-
-cuda = rs.backend().numba_module()
+from rocmstreams.integrations.numba import PreparedLauncher
+from rocmstreams.kernels import cuda
 
 
 @cuda.jit
@@ -71,7 +70,7 @@ def test_results_match_numbas_own_launch_on_fresh_data(stream, rng):
         affine[8, 128, stream](ours, dx, np.float32(1.5), np.float32(-2.0))
     stream.synchronize()
     affine[8, 128](theirs, dx, np.float32(1.5), np.float32(-2.0))  # Numba's own launch
-    rs.backend().stream_synchronize(0)
+    rs.default_stream().synchronize()
     got, want = ours.copy_to_host(stream=stream), theirs.copy_to_host(stream=stream)
     stream.synchronize()
     np.testing.assert_array_equal(got, want)
@@ -207,19 +206,20 @@ def test_a_kept_launch_refuses_once_its_stream_is_closed(make_stream):
         affine[1, 8, s](out, out, 1.0, 0.0)
 
 
-def test_configured_launches_are_kept_per_stream(make_stream):
+def test_a_configured_launch_names_its_kernel_grid_block_and_stream(make_stream):
     s, t = make_stream(non_blocking=True), make_stream(non_blocking=True)
-    assert affine[1, 32, s] is affine[1, 32, s]
-    assert affine[1, 32, s] is not affine[1, 32, t]
-    assert affine[1, 32, s] is not affine[1, 64, s]
-    assert "affine" in repr(affine[1, 32, s])
+    launch = affine[(3, 2), 32, s]
+    assert (launch.griddim, launch.blockdim, launch.sharedmem) == ((3, 2, 1), (32, 1, 1), 0)
+    assert launch.dispatcher is affine
+    assert launch.launcher is affine[1, 64, t].launcher  # one launcher per kernel and device
+    assert "affine" in repr(launch) and f"{s.handle:#x}" in repr(launch)
 
 
 def test_launches_from_many_threads_keep_their_own_arguments(make_stream, rng):
     n, per_thread = 512, 10
     x = rng.standard_normal(n)
     dx = rs.to_device(x)
-    rs.backend().stream_synchronize(0)
+    rs.default_stream().synchronize()
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 

@@ -135,11 +135,11 @@ def test_query_is_false_only_for_the_not_ready_code():
     be, binding = make_backend()
     binding.status["StreamQuery"] = NOT_READY
     binding.status["EventQuery"] = NOT_READY
-    assert be.stream_query(0x1000) is False
+    assert be.stream_calls(0x1000).query() is False
     assert be.event_query(0x2000) is False
     binding.status["StreamQuery"] = OK
     binding.status["EventQuery"] = OK
-    assert be.stream_query(0x1000) is True
+    assert be.stream_calls(0x1000).query() is True
     assert be.event_query(0x2000) is True
 
 
@@ -149,7 +149,7 @@ def test_query_raises_for_every_other_code(code):
     binding.status["StreamQuery"] = code
     binding.status["EventQuery"] = code
     with pytest.raises(RocmStreamsError) as info:
-        be.stream_query(0x1000)
+        be.stream_calls(0x1000).query()
     assert info.value.code == code
     with pytest.raises(RocmStreamsError):
         be.event_query(0x2000)
@@ -159,7 +159,7 @@ def test_failed_stream_create_raises_stream_creation_error():
     be, binding = make_backend()
     binding.status["StreamCreateWithPriority"] = BAD_HANDLE
     with pytest.raises(StreamCreationError, match="priority=-1"):
-        be.stream_create(True, -1)
+        be.stream_create(True, -1, 0)
     assert be.live_handles()["streams"] == 0
 
 
@@ -168,7 +168,7 @@ def test_failed_synchronize_raises_synchronize_error():
     binding.status["StreamSynchronize"] = ILLEGAL_ADDRESS
     binding.status["EventSynchronize"] = ILLEGAL_ADDRESS
     with pytest.raises(SynchronizeError) as info:
-        be.stream_synchronize(0x1000)
+        be.stream_calls(0x1000).synchronize()
     assert info.value.name == "fakeErrorIllegalAddress"
     with pytest.raises(SynchronizeError):
         be.event_synchronize(0x2000)
@@ -178,7 +178,7 @@ def test_capture_codes_raise_capture_error():
     be, binding = make_backend()
     binding.status["StreamSynchronize"] = CAPTURE_UNSUPPORTED
     with pytest.raises(CaptureError, match="captured into a graph"):
-        be.stream_synchronize(0x1000)
+        be.stream_calls(0x1000).synchronize()
 
 
 def test_elapsed_time_of_unfinished_events_raises_event_not_ready():
@@ -230,23 +230,23 @@ def test_runtime_error_pickles_with_its_fields():
 # ---- handles and bookkeeping -------------------------------------------------------------------
 def test_live_handles_count_creates_and_destroys():
     be, _ = make_backend()
-    streams = [be.stream_create(False, 0) for _ in range(3)]
+    streams = [be.stream_create(False, 0, 0) for _ in range(3)]
     event = be.event_create(True)
     ptr = be.host_malloc(16)
-    assert be.live_handles() == {"streams": 3, "events": 1, "allocations": 1}
+    assert be.live_handles() == {"streams": 3, "events": 1, "allocations": 1, "pooled_streams": 0}
     for s in streams:
         be.stream_destroy(s)
     be.event_destroy(event)
     be.host_free(ptr)
-    assert be.live_handles() == {"streams": 0, "events": 0, "allocations": 0}
+    assert be.live_handles()["streams"] == 0 and be.live_handles()["pooled_streams"] == 3
 
 
 def test_flags_and_the_legacy_stream_reach_the_binding():
     be, binding = make_backend()
-    be.stream_create(True, -1)
+    be.stream_create(True, -1, 0)
     be.event_create(False)
-    be.memcpy_async(0x10, 0x20, 8, 0)
-    be.event_record(0x2000, 2)
+    be.stream_calls(0).memcpy_async(0x10, 0x20, 8)
+    be.stream_calls(2).event_record(0x2000)
     calls = dict(binding.calls)
     assert calls["StreamCreateWithPriority"] == (1, -1)
     assert calls["EventCreateWithFlags"] == (2,)
@@ -257,7 +257,7 @@ def test_flags_and_the_legacy_stream_reach_the_binding():
 def test_host_function_runs_through_the_trampoline_with_its_key():
     be, binding = make_backend()
     ran = []
-    be.launch_host_func(0x1000, lambda: ran.append("done"))
+    be.stream_calls(0x1000).launch_host_func(lambda: ran.append("done"))
     name, (stream, fn, key) = binding.calls[-1]
     assert (name, stream, fn) == ("LaunchHostFunc", 0x1000, runtime._TRAMPOLINE_ADDRESS)
     assert ran == ["done"] and key not in runtime._pending
@@ -273,7 +273,7 @@ def test_adapter_host_func_launcher_replaces_the_bindings_call():
 
     be, binding = make_backend(launch_host_func=launch)
     ran = []
-    be.launch_host_func(0, lambda: ran.append(1))
+    be.stream_calls(0).launch_host_func(lambda: ran.append(1))
     assert ran == [1] and "LaunchHostFunc" not in [name for name, _ in binding.calls]
     assert enqueued[0][:2] == (1, runtime._TRAMPOLINE_ADDRESS)  # handle 0 as legacy_stream
 
@@ -285,7 +285,7 @@ def test_raising_host_function_warns_and_does_not_raise():
         raise ValueError("callback failed")
 
     with pytest.warns(RuntimeWarning, match="callback failed"):
-        be.launch_host_func(0x1000, boom)
+        be.stream_calls(0x1000).launch_host_func(boom)
 
 
 def test_host_function_that_could_not_be_enqueued_is_forgotten():
@@ -293,7 +293,7 @@ def test_host_function_that_could_not_be_enqueued_is_forgotten():
     binding.status["LaunchHostFunc"] = BAD_HANDLE
     before = dict(runtime._pending)
     with pytest.raises(RocmStreamsError):
-        be.launch_host_func(0x1000, lambda: None)
+        be.stream_calls(0x1000).launch_host_func(lambda: None)
     assert runtime._pending == before
 
 
@@ -301,7 +301,7 @@ def test_host_function_captured_into_a_graph_stays_registered():
     be, binding = make_backend()
     binding.status["capture_status"] = 1
     ran = []
-    be.launch_host_func(0x1000, lambda: ran.append(1))
+    be.stream_calls(0x1000).launch_host_func(lambda: ran.append(1))
     key = binding.calls[-1][1][2]
     assert key in runtime._captured
     runtime._TRAMPOLINE(key)  # a second graph launch runs it again
@@ -312,7 +312,7 @@ def test_host_function_captured_into_a_graph_stays_registered():
 def test_without_gil_release_synchronize_polls_the_query_first():
     be, binding = make_backend(releases_gil=False)
     binding.status["StreamQuery"] = [NOT_READY, NOT_READY, OK]
-    be.stream_synchronize(0x1000)
+    be.stream_calls(0x1000).synchronize()
     names = [name for name, _ in binding.calls]
     assert names == ["StreamQuery", "StreamQuery", "StreamQuery", "StreamSynchronize"]
 
@@ -551,15 +551,15 @@ def test_a_stream_still_running_or_failed_when_released_is_destroyed_not_kept():
         assert be.stream_create(True, 0, 0) != handle
 
 
-def test_the_pool_keeps_at_most_stream_pool_size_streams_per_key(monkeypatch):
-    monkeypatch.setattr(runtime, "STREAM_POOL_SIZE", 3)
+def test_the_pool_keeps_at_most_stream_pool_size_streams_per_key():
     be, binding = make_backend()
+    be.stream_pool_size = 3
     handles = [be.stream_create(False, 0, 0) for _ in range(5)]
     for h in handles:
         be.stream_destroy(h)
     assert [args for args in _calls(binding, "StreamDestroy")] == [(handles[3],), (handles[4],)]
     assert sorted(be.stream_create(False, 0, 0) for _ in range(3)) == sorted(handles[:3])
-    monkeypatch.setattr(runtime, "STREAM_POOL_SIZE", 0)
+    be.stream_pool_size = 0
     be.stream_destroy(handles[0])
     assert _calls(binding, "StreamDestroy")[-1] == (handles[0],)
 

@@ -17,27 +17,25 @@ BUFFERS = 2
 
 
 @pytest.fixture
-def staged(monkeypatch):
-    monkeypatch.setattr(staging, "MIN_STAGED_BYTES", THRESHOLD)
-    monkeypatch.setattr(staging, "CHUNK_BYTES", CHUNK)
-    monkeypatch.setattr(staging, "BUFFERS", BUFFERS)
-    monkeypatch.setattr(staging, "THREADS", 3)
-    monkeypatch.setattr(staging, "MIN_SLICE_BYTES", 512)
-    yield staging
+def staged():
+    with rs.configure(staging_min_bytes=THRESHOLD, staging_chunk_bytes=CHUNK,
+                      staging_buffers=BUFFERS, staging_threads=3, staging_min_slice_bytes=512):
+        yield staging
     staging.free_buffers()
 
 
 @pytest.fixture
-def device_copies(backend, monkeypatch):
+def device_copies(stream_calls):
     """Every memcpy_async the backend is asked for, as (dst, src, nbytes, stream)."""
     calls = []
-    real = backend.memcpy_async
 
-    def counting(dst, src, nbytes, stream):
-        calls.append((dst, src, nbytes, stream))
-        real(dst, src, nbytes, stream)
+    def make(real):
+        def counting(self, dst, src, nbytes):
+            calls.append((dst, src, nbytes, self.handle))
+            real(self, dst, src, nbytes)
+        return counting
 
-    monkeypatch.setattr(backend, "memcpy_async", counting)
+    stream_calls("memcpy_async", make)
     return calls
 
 
@@ -121,7 +119,7 @@ def test_page_locked_sources_are_never_staged(staged, device_copies, stream, rng
 
 def test_the_source_may_be_overwritten_as_soon_as_the_call_returns(
         staged, monkeypatch, latch, stream, rng):
-    monkeypatch.setattr(staging, "BUFFERS", 8)  # room for every chunk: the call cannot block
+    rs.configure(staging_buffers=8)  # room for every chunk: the call cannot block
     x = _random(rng, 5 * CHUNK // 8, np.float64)
     expected = x.copy()
     d = rs.empty_like(x)
@@ -208,7 +206,7 @@ def test_staged_copies_from_several_threads_at_once_do_not_mix(staged, make_stre
 @pytest.mark.parametrize("stage_d2h", [False, True])
 def test_copies_into_pageable_memory_hold_the_data_when_the_call_returns(
         staged, monkeypatch, device_copies, kernels, stream, rng, stage_d2h):
-    monkeypatch.setattr(staging, "STAGE_D2H", stage_d2h)
+    restore = rs.configure(stage_device_to_host=stage_d2h)
     x = _random(rng, 11 * CHUNK // 4 + 3, np.float32)
     src = rs.pinned_empty(x.shape, x.dtype)
     src[:] = x
@@ -219,6 +217,7 @@ def test_copies_into_pageable_memory_hold_the_data_when_the_call_returns(
     d.copy_to_host(out, stream=stream)  # no synchronize: a pageable destination is filled
     np.testing.assert_array_equal(out, np.float32(2) * x)
     assert len(device_copies) == (_chunks(x.nbytes) if stage_d2h else 1)
+    rs.configure(**vars(restore.previous))
 
 
 @pytest.mark.parametrize("case", ["shape", "dtype", "non_contiguous", "read_only_destination"])
@@ -240,32 +239,26 @@ def test_bad_pageable_copies_are_refused_with_nothing_queued(
     np.testing.assert_array_equal(_back(d, stream), x)
 
 
-class _CapturingStream(rs.RocmStream):
-    """A borrowed stream that says it is capturing a graph (as RocmStream.is_capturing will)."""
-
-    @property
-    def is_capturing(self):
-        return True
-
-
 @pytest.mark.parametrize("direction", ["to_device", "to_host"])
 @pytest.mark.parametrize("nbytes", [64, 4 * CHUNK])
 def test_pageable_copies_on_a_capturing_stream_raise_capture_error_before_queueing(
-        staged, device_copies, stream, rng, direction, nbytes):
-    capturing = _CapturingStream.from_external(stream)
+        staged, device_copies, kernels, stream, rng, direction, nbytes):
     x = _random(rng, nbytes // 4, np.float32)
     d = rs.empty_like(x)
-    with pytest.raises(rs.CaptureError, match="pinned_empty"):
-        if direction == "to_device":
-            rs.copy_async(d, x, stream=capturing)
-        else:
-            rs.copy_async(np.empty_like(x), d, stream=capturing)
-    assert device_copies == []
     pinned = rs.pinned_empty(x.shape, x.dtype)
     pinned[:] = x
-    rs.copy_async(d, pinned, stream=capturing)  # page-locked copies are capturable
+    with stream.capture() as graph:
+        with pytest.raises(rs.CaptureError, match="pinned_empty"):
+            if direction == "to_device":
+                rs.copy_async(d, x, stream=stream)
+            else:
+                rs.copy_async(np.empty_like(x), d, stream=stream)
+        assert device_copies == []
+        rs.copy_async(d, pinned, stream=stream)  # page-locked copies are capturable
     assert len(device_copies) == 1
+    graph.launch(stream)
     np.testing.assert_array_equal(_back(d, stream), x)
+    graph.close()
 
 
 def test_free_buffers_returns_the_page_locked_memory(staged, backend, stream, rng):
@@ -286,7 +279,7 @@ def test_a_larger_chunk_size_replaces_the_smaller_pooled_buffers(staged, monkeyp
                                                                  rng):
     x = _random(rng, 10 * CHUNK // 4, np.float32)
     first = rs.to_device(x, stream=stream)
-    monkeypatch.setattr(staging, "CHUNK_BYTES", 2 * CHUNK + 4)
+    rs.configure(staging_chunk_bytes=2 * CHUNK + 4)  # the staged fixture restores it
     y = _random(rng, 10 * CHUNK // 4, np.float32)
     second = rs.to_device(y, stream=stream)
     np.testing.assert_array_equal(_back(first, stream), x)

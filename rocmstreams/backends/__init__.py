@@ -3,27 +3,33 @@
 ``ROCMSTREAMS_BACKEND=cuda|hip|cpu`` picks one; otherwise the first that works of cuda (an NVIDIA
 GPU), hip (an AMD GPU through hip-python) and cpu (the embedded default). Importing
 ``rocmstreams`` selects nothing and touches no GPU.
+
+Layers above register what must happen at selection (the Numba launch hook, the configuration)
+with :func:`on_select`; this package never imports them.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import threading
+from typing import Callable
 
 from ..errors import BackendUnavailableError
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, Backend
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, Backend, KernelDriver, StreamCalls
 
-__all__ = ["Backend", "backend", "LEGACY_STREAM", "PER_THREAD_STREAM", "BACKENDS"]
+__all__ = ["Backend", "StreamCalls", "KernelDriver", "active", "on_select", "selected",
+           "LEGACY_STREAM", "PER_THREAD_STREAM", "BACKENDS"]
 
 #: The backends a process can choose from, in the order automatic selection tries them.
 BACKENDS = ("cuda", "hip", "cpu")
 
 _lock = threading.Lock()
 _active: Backend | None = None
+_hooks: list[Callable[[Backend], None]] = []
 
 
 def _load(name: str) -> Backend:
-    return importlib.import_module(f"{__name__}.{name}").load()
+    return importlib.import_module(f"{__name__}.{name}").load()  # type: ignore[no-any-return]
 
 
 def _choose() -> Backend:
@@ -42,14 +48,28 @@ def _choose() -> Backend:
     return _load("cpu")
 
 
-def backend() -> Backend:
-    """The process's backend, selected (and Numba's launch hook installed) on first call."""
+def on_select(hook: Callable[[Backend], None]) -> None:
+    """Call ``hook(backend)`` when the backend is selected (at once if it already is)."""
+    with _lock:
+        _hooks.append(hook)
+        chosen = _active
+    if chosen is not None:
+        hook(chosen)
+
+
+def selected() -> Backend | None:
+    """The backend if one was selected, else None (selects nothing)."""
+    return _active
+
+
+def active() -> Backend:
+    """The process's runtime backend, selected on first call (running the selection hooks)."""
     global _active
     if _active is None:
         with _lock:
             if _active is None:
                 chosen = _choose()
-                from ..launch import install
-                install(chosen)
+                for hook in _hooks:
+                    hook(chosen)
                 _active = chosen
     return _active

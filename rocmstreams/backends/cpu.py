@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import (BackendUnavailableError, CaptureError, EventNotReadyError,
                       InvalidDeviceError, OutOfMemoryError, RocmStreamsError, SynchronizeError)
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelLauncher, check_kernel_arguments
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
@@ -50,7 +50,7 @@ _PRIORITY_RANGE = (0, -1)  # (least, greatest), as a GPU reports it
 
 
 def _fail(cls: type[RocmStreamsError], what: str, code: int, detail: str = "") -> RocmStreamsError:
-    """The cpu backend's one error-construction point."""
+    """The cpu backend's one error-construction point (``CpuBackend.error`` is this)."""
     return cls(what, backend="cpu", code=code, name=_NAMES.get(code, "cpuErrorUnknown"),
                runtime_message=detail or None)
 
@@ -109,6 +109,7 @@ class _Worker:
             except BaseException as exc:  # kept, raised at the next synchronize
                 with self._cond:
                     self.error = self.error or exc
+            del op  # what it held goes now, outside the lock (its finalizers defer anyway)
             with self._cond:
                 self.completed += 1
                 self._cond.notify_all()
@@ -152,6 +153,7 @@ class CpuBackend:
     """The :class:`~rocmstreams.backends.base.Backend` of the embedded cpu runtime."""
 
     name = "cpu"
+    stream_pool_size = 0  # a cpu stream is a thread: none are kept
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -167,6 +169,11 @@ class CpuBackend:
         self._captures: dict[_Worker, _Capture] = {}
         self._graphs: dict[int, list[Callable[[], None]]] = {}
         self._execs: dict[int, _Exec] = {}
+
+    def error(self, code: int, what: str, *, name: str | None = None,
+              message: str | None = None,
+              error_class: type[RocmStreamsError] = RocmStreamsError) -> RocmStreamsError:
+        return _fail(error_class, what, code, message or "")
 
     # devices -------------------------------------------------------------------------------
     def get_device_count(self) -> int:
@@ -252,43 +259,20 @@ class CpuBackend:
         raise _fail(CaptureError, f"{what} of stream {stream:#x} is not allowed while it is "
                     "capturing a graph; the capture is invalidated", _CAPTURE_UNSUPPORTED)
 
-    # hot paths, bound once per handle (base.Backend.bind_stream); results are (status,) tuples
-    success = _SUCCESS
+    def stream_calls(self, stream: int) -> "CpuStreamCalls":
+        return CpuStreamCalls(self, stream)
 
-    def stream_object(self, stream: int) -> int:
-        return stream
-
-    def bind_stream(self, stream: int) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
-        def query() -> tuple:
-            return (_SUCCESS,) if self.stream_query(stream) else (_NOT_READY,)
-
-        def synchronize() -> tuple:
-            self.stream_synchronize(stream)  # raises our errors itself
-            return (_SUCCESS,)
-        return query, synchronize
-
-    def bind_event(self, event: int) -> Callable[[Any], tuple]:
-        def record(stream: int) -> tuple:
-            self.event_record(event, stream)  # raises our errors itself
-            return (_SUCCESS,)
-        return record
-
-    def stream_query_result(self, result: tuple, stream: int) -> bool:
-        return False  # the bound query returns only success or not-ready
-
-    def stream_synchronize_result(self, result: tuple, stream: int) -> None:
-        raise _fail(SynchronizeError, "work queued on the stream failed", result[0])
-
-    def event_record_result(self, result: tuple, event: int, stream: int) -> None:
-        raise _fail(RocmStreamsError, f"could not record event {event:#x}", result[0])
-
-    def stream_query(self, stream: int) -> bool:
+    def _stream_query(self, stream: int) -> bool:
         worker = self._worker(stream)
         if self._captures:
             self._refuse_if_capturing(worker, stream, "a query")
-        return worker.done_through(worker.enqueued)
+        if not worker.done_through(worker.enqueued):
+            return False
+        if worker.error is not None:  # as a GPU's query reports a fault of finished work
+            self._raise_pending(worker)
+        return True
 
-    def stream_synchronize(self, stream: int) -> None:
+    def _stream_synchronize(self, stream: int) -> None:
         worker = self._worker(stream)
         if self._captures:
             self._refuse_if_capturing(worker, stream, "a synchronize")
@@ -313,13 +297,10 @@ class CpuBackend:
             self._captures.pop(worker, None)
         worker.stop()  # queued work still runs, as cudaStreamDestroy lets it
 
-    def stream_wait_event(self, stream: int, event: int) -> None:
+    def _stream_wait_event(self, stream: int, event: int) -> None:
         record = self._event(event).record
         if record is not None:
-            self._submit(stream, lambda: None, [(record.worker, record.seq)])
-
-    def launch_host_func(self, stream: int, fn: Callable[[], None]) -> None:
-        self._submit(stream, fn)
+            self._submit(stream, _nothing, [(record.worker, record.seq)])
 
     # events --------------------------------------------------------------------------------
     def _event(self, event: int) -> _Event:
@@ -335,7 +316,7 @@ class CpuBackend:
             self._events[handle] = _Event(timing)
             return handle
 
-    def event_record(self, event: int, stream: int) -> None:
+    def _event_record(self, event: int, stream: int) -> None:
         ev = self._event(event)
         with self._lock:
             worker = self._worker(stream)
@@ -407,7 +388,7 @@ class CpuBackend:
             buf = self._memory[start]
             return buf if addr < buf.ctypes.data + buf.nbytes else None
 
-    def memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+    def _memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         dst_buf, src_buf = self._buffer_at(dst), self._buffer_at(src)
         if (dst_buf is None or src_buf is None) and self._captures and \
                 self._worker(stream) in self._captures:
@@ -426,7 +407,7 @@ class CpuBackend:
             self._worker(stream).wait_for(seq)
 
     # graph capture -------------------------------------------------------------------------
-    def stream_begin_capture(self, stream: int) -> None:
+    def _begin_capture(self, stream: int) -> None:
         if stream == LEGACY_STREAM:
             raise _fail(CaptureError, "the legacy default stream cannot be captured",
                         _CAPTURE_UNSUPPORTED)
@@ -437,7 +418,7 @@ class CpuBackend:
                             _CAPTURE_UNSUPPORTED)
             self._captures[worker] = _Capture()
 
-    def stream_end_capture(self, stream: int) -> int:
+    def _end_capture(self, stream: int) -> int:
         with self._lock:
             capture = self._captures.pop(self._worker(stream), None)
             if capture is None:
@@ -450,8 +431,6 @@ class CpuBackend:
             self._graphs[handle] = capture.nodes
             return handle
 
-    def stream_is_capturing(self, stream: int) -> bool:
-        return self._worker(stream) in self._captures
 
     def graph_instantiate(self, graph: int) -> int:
         with self._lock:
@@ -463,7 +442,7 @@ class CpuBackend:
             self._execs[handle] = _Exec(tuple(nodes) or (_nothing,))
             return handle
 
-    def graph_launch(self, graph_exec: int, stream: int) -> None:
+    def _graph_launch(self, graph_exec: int, stream: int) -> None:
         with self._lock:  # the nodes go onto the stream together, nothing in between
             ex = self._execs.get(graph_exec)
             if ex is None:
@@ -497,19 +476,17 @@ class CpuBackend:
         from numba import cuda
         return cuda
 
-    def kernel_launcher(self, dispatcher: Any) -> KernelLauncher:
-        """The simulator has no launch to prepare: every launch goes to :meth:`launch_kernel`."""
-        def launch(stream: int, args: tuple, config: tuple) -> None:
-            self.launch_kernel(dispatcher, config[:3], config[3:6], stream, config[6], args)
-        return KernelLauncher(launch)
+    def kernel_driver(self) -> KernelDriver | None:
+        return None  # the simulator has no launch to prepare
 
-    def launch_kernel(self, dispatcher: Any, griddim: Any, blockdim: Any, stream: int,
-                      sharedmem: int, args: Sequence[Any]) -> None:
+    def _launch_kernel(self, dispatcher: Any, config: tuple, stream: int,
+                       args: Sequence[Any], arrays: Sequence[Any]) -> None:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
-        check_kernel_arguments(dispatcher, args)
+        griddim, blockdim, sharedmem = config[:3], config[3:6], config[6]
         fake = [FakeCUDAArray(a) if isinstance(a, np.ndarray) else a
-                for a in (_as_host_view(a) for a in args)]
+                for a in (a if info is None else _host_view(info)
+                          for a, info in zip(args, arrays))]
 
         def run(_held: tuple[Any, ...] = tuple(args)) -> None:  # args live until it ran
             with _ENGINE:  # the simulator's kernel configuration lives on the dispatcher
@@ -523,22 +500,59 @@ class CpuBackend:
     def live_handles(self) -> dict[str, int]:
         with self._lock:
             return {"streams": len(self._streams), "events": len(self._events),
-                    "allocations": len(self._memory)}
+                    "allocations": len(self._memory), "pooled_streams": 0}
 
 
-def _as_host_view(arg: Any) -> Any:
-    """A numpy view over the memory behind a ``__cuda_array_interface__`` object (zero-copy)."""
-    cai = getattr(arg, "__cuda_array_interface__", None)
-    if cai is None or isinstance(arg, np.ndarray):
-        return arg
-    dtype = np.dtype(cai["typestr"])
-    shape = tuple(cai["shape"])
-    ptr = cai["data"][0]
-    strides = cai.get("strides") or None
-    count = int(np.prod(shape)) if shape else 1
-    span = count * dtype.itemsize if strides is None else (
-        sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize if count else 0)
-    raw = (ctypes.c_byte * max(span, 1)).from_address(ptr) if ptr else bytearray(1)
+class CpuStreamCalls:
+    """The cpu runtime's calls bound to one stream handle (see base.StreamCalls)."""
+
+    __slots__ = ("handle", "_be")
+
+    def __init__(self, backend: CpuBackend, handle: int) -> None:
+        self.handle, self._be = handle, backend
+
+    def query(self) -> bool:
+        return self._be._stream_query(self.handle)
+
+    def synchronize(self) -> None:
+        self._be._stream_synchronize(self.handle)
+
+    def event_record(self, event: int) -> None:
+        self._be._event_record(event, self.handle)
+
+    def wait_event(self, event: int) -> None:
+        self._be._stream_wait_event(self.handle, event)
+
+    def memcpy_async(self, dst: int, src: int, nbytes: int) -> None:
+        self._be._memcpy_async(dst, src, nbytes, self.handle)
+
+    def launch_host_func(self, fn: Callable[[], None]) -> None:
+        self._be._submit(self.handle, fn)
+
+    def launch_kernel(self, dispatcher: Any, config: tuple, args: Sequence[Any],
+                      arrays: Sequence[Any]) -> None:
+        self._be._launch_kernel(dispatcher, config, self.handle, args, arrays)
+
+    def begin_capture(self) -> None:
+        self._be._begin_capture(self.handle)
+
+    def end_capture(self) -> int:
+        return self._be._end_capture(self.handle)
+
+    def graph_launch(self, graph_exec: int) -> None:
+        self._be._graph_launch(graph_exec, self.handle)
+
+
+def _host_view(info: Any) -> np.ndarray:
+    """A numpy view over device memory (host memory here) described by ``info``: its
+    ``shape``, ``dtype``, ``address`` and byte ``strides`` (zero-copy)."""
+    shape, dtype, strides = info.shape, info.dtype, info.strides
+    count = 1
+    for n in shape:
+        count *= n
+    span = sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize if count else 0
+    raw = (ctypes.c_byte * max(span, 1)).from_address(info.address) if info.address \
+        else bytearray(1)
     return np.ndarray(shape, dtype, buffer=raw, strides=strides)
 
 

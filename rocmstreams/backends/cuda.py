@@ -6,7 +6,7 @@ import sys
 from typing import Any, Callable
 
 from ..errors import BackendUnavailableError, RocmStreamsError
-from .prepared import KernelDriver
+from .base import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
 
 __all__ = ["load", "numba_cuda"]
@@ -82,9 +82,6 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     cuda.h) where the driver's parameter offsets agree with the prepared layout.
     """
     from cuda.bindings import driver
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-
-    from ..memory import DeviceArray
 
     success = driver.CUresult.CUDA_SUCCESS
     legacy = int(driver.CU_STREAM_LEGACY)
@@ -117,13 +114,13 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     def error(status: Any, what: str) -> BaseException:
         _, name = driver.cuGetErrorName(status)
         _, message = driver.cuGetErrorString(status)
-        return backend.launch_failed(int(status), what + " in the driver",
-                                     name=name.decode() if name else None,
-                                     message=message.decode() if message else None)
+        return backend.error(int(status), what + " in the driver",
+                             name=name.decode() if name else None,
+                             message=message.decode() if message else None)
 
     return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
-                        stream=stream, error=error, array_types=(DeviceArray, DeviceNDArray),
-                        buffer_markers=(1, 2, 0), param_info=param_info)
+                        stream=stream, error=error, buffer_markers=(1, 2, 0),
+                        param_info=param_info)
 
 
 def _adapter(runtime: Any) -> RuntimeAdapter:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import BackendUnavailableError, RocmStreamsError
 from .cuda import numba_cuda
-from .prepared import KernelDriver
+from .base import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
 
 __all__ = ["load"]
@@ -61,15 +61,6 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     """
     from rocm.bindings import hip
 
-    from ..memory import DeviceArray
-
-    arrays: tuple[type, ...] = (DeviceArray,)
-    module = backend.numba_module()
-    try:
-        arrays += (module.cudadrv.devicearray.DeviceNDArray,)
-    except AttributeError:
-        pass
-
     def function(kernel: Any) -> Any:
         return int(kernel._codelibrary.get_cufunc().handle)
 
@@ -77,11 +68,10 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
         return hip.ihipStream_t.fromObj(handle)
 
     def error(status: Any, what: str) -> BaseException:
-        return backend.launch_failed(int(status), what)
+        return backend.error(int(status), what)
 
     return KernelDriver(launch=hip.hipModuleLaunchKernel, success=hip.hipError_t.hipSuccess,
-                        function=function, stream=stream, error=error, array_types=arrays,
-                        extra=None)
+                        function=function, stream=stream, error=error, extra=None)
 
 
 def _version(value: int) -> str:

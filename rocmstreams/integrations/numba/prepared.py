@@ -25,20 +25,23 @@ their interface's stream synchronization.
 from __future__ import annotations
 
 import ctypes
+import functools
+import inspect
+import itertools
+import linecache
 import struct
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import StreamClosedError
-from .base import CLOSED_LAUNCH_STREAM, KernelLauncher
+from ...backends import KernelDriver, StreamCalls
+from ...core.arrays import describe
 
-__all__ = ["KernelDriver", "PreparedLauncher", "ABI_ATTRIBUTE"]
+__all__ = ["KernelLauncher", "PreparedLauncher", "ABI_ATTRIBUTE", "check_kernel_arguments"]
 
 #: Attribute an array carries its cached ``(numba type, ABI values)`` under.
-ABI_ATTRIBUTE = "_rocmstreams_abi"
+ABI_ATTRIBUTE = "__rocmstreams_abi__"
 #: At most this many prepared specializations per combination of Python argument types.
 _MAX_SPECIALIZATIONS = 8
 
@@ -51,38 +54,6 @@ _SCALARS = {
 _COMPLEX = {"complex64": ("f", 4), "complex128": ("d", 0)}
 _SCALAR_TYPES = (int, float, bool, complex, np.integer, np.floating, np.bool_,
                  np.complexfloating)
-
-
-@dataclass(frozen=True)
-class KernelDriver:
-    """What a runtime backend gives the prepared path.
-
-    ``launch(function, gx, gy, gz, bx, by, bz, shared, stream, params, extra)`` is the driver's
-    launch call, returning a tuple whose first item is its status; ``success`` is the status
-    object of success (compared with ``is``); ``function(kernel)`` the launchable function of a
-    compiled Numba kernel on the current device; ``stream(handle)`` the object ``launch`` takes
-    for a stream handle; ``error(status, what)`` the exception to raise for a failed launch;
-    ``array_types`` the array classes whose ABI values may be cached on them; ``extra`` the
-    value passed as the launch call's ``extra`` argument.
-
-    ``buffer_markers``, where the driver takes all parameters as one buffer through ``extra``
-    (CUDA's ``CU_LAUNCH_PARAM_BUFFER_POINTER``/``_SIZE``/``_END``, in that order): the launch
-    then passes no per-parameter pointers, and the driver copies one block instead of looking
-    up and copying each parameter. ``param_info(function)`` gives the function's parameters as
-    ``(offset, size)`` pairs (``param_info(function, count)``); a kernel whose layout is not the
-    one computed here, or whose layout the driver cannot give, is launched with per-parameter
-    pointers instead.
-    """
-
-    launch: Callable[..., tuple]
-    success: Any
-    function: Callable[[Any], Any]
-    stream: Callable[[int], Any]
-    error: Callable[[Any, str], BaseException]
-    array_types: tuple[type, ...]
-    extra: Any = 0
-    buffer_markers: tuple[int, int, int] | None = None
-    param_info: Callable[[Any, int], list[tuple[int, int]] | None] | None = None
 
 
 class _ParamBuffer:
@@ -127,27 +98,96 @@ def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
     return found
 
 
+# The prepared launch of one specialization, generated from this template (its source is
+# registered with linecache, so tracebacks through it show these lines). Names it uses:
+# a<i> the arguments, C<i> their Python types, T<i> an array's Numba type, m<i> its cached ABI,
+# pack/buf/params/extra the owner thread's parameter buffer, buf2/params2/extra2 the shared one
+# (used under lock), last the arguments packed last, launch/func/ok/fail the driver's call.
+_TEMPLATE = """\
+def run(handle, args, config):
+    # prepared launch of {name}({signature}), {mode}
+{unpack}{checks}\
+    gx, gy, gz, bx, by, bz, shm = config
+    try:
+        s = streams[handle]
+    except KeyError:
+        s = stream_of(handle)
+    if get_ident() == owner:
+        if not ({same}):
+            try:
+                pack(buf, 0, {packed})
+            except pack_errors:
+                last[0:] = [NOTHING] * len(last)
+                return False
+{remember}\
+        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]
+    else:
+        with lock:
+            try:
+                pack(buf2, 0, {packed})
+            except pack_errors:
+                return False
+            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]
+    if status is not ok:
+        raise fail(status, f"{{what}} with grid {{config[:3]}}, block {{config[3:6]}}")
+    return True
+"""
+_ARRAY_CHECK = """\
+    try:
+        m{i} = a{i}.__rocmstreams_abi__
+    except AttributeError:
+        m{i} = None
+    if m{i} is None:
+        m{i} = abi(a{i})
+    if m{i}[0] is not T{i}:
+        return False
+"""
+_SOURCES = itertools.count(1)
+
+
 class _Unpreparable(Exception):
     """This specialization takes an argument kind the prepared path does not pack."""
 
 
 def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...]]:
-    """``(numba type, ABI values)`` of a device array, from its CUDA Array Interface."""
-    cai = array.__cuda_array_interface__
-    shape = tuple(int(n) for n in cai["shape"])
-    itemsize = np.dtype(cai["typestr"]).itemsize
-    strides = cai.get("strides")
-    if strides is None:
-        strides, step = [], itemsize
-        for n in reversed(shape):
-            strides.append(step)
-            step *= n
-        strides.reverse()
-    nitems = 1
-    for n in shape:
-        nitems *= n
-    return numba_type, (0, 0, nitems, itemsize, int(cai["data"][0]), *shape,
-                        *(int(s) for s in strides))
+    """``(numba type, ABI values)`` of a device array: meminfo, parent, nitems, itemsize, data
+    pointer, shape..., strides..."""
+    info = describe(array)
+    return numba_type, (0, 0, info.size, info.dtype.itemsize, info.address, *info.shape,
+                        *info.strides)
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(py_func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(py_func)
+
+
+def check_kernel_arguments(dispatcher: Any, args: Sequence[Any]) -> None:
+    """Raise TypeError, before anything is queued, when ``args`` do not fit the kernel."""
+    py_func = getattr(dispatcher, "py_func", None)
+    if py_func is None:
+        return
+    try:
+        _signature(py_func).bind(*args)
+    except TypeError as exc:
+        raise TypeError(f"kernel {py_func.__name__}: {exc}; nothing was launched") from None
+
+
+class KernelLauncher:
+    """Launches one kernel through Numba's own launch: ``run(calls, config, *args)``.
+
+    ``calls`` are the stream's bound runtime calls (the door passes them), ``config`` is
+    ``(gx, gy, gz, bx, by, bz, sharedmem)``.
+    """
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    def run(self, calls: StreamCalls, config: tuple, *args: Any) -> None:
+        check_kernel_arguments(self.dispatcher, args)
+        calls.launch_kernel(self.dispatcher, config, args, [
+            None if isinstance(a, np.ndarray) or not hasattr(a, "__cuda_array_interface__")
+            else describe(a) for a in args])
 
 
 class PreparedLauncher(KernelLauncher):
@@ -159,15 +199,16 @@ class PreparedLauncher(KernelLauncher):
         The ``@cuda.jit`` kernel.
     driver : KernelDriver
         The backend's driver calls.
-    numba_launch : callable
-        ``numba_launch(stream handle, args, config)`` launches through Numba's own path.
+    array_types : tuple of types
+        The array classes whose ABI values may be cached on them (their address, shape and
+        strides never change).
     """
 
     def __init__(self, dispatcher: Any, driver: KernelDriver,
-                 numba_launch: Callable[[int, Sequence[Any], tuple], None]) -> None:
-        super().__init__(numba_launch)
-        self.dispatcher = dispatcher
+                 array_types: tuple[type, ...]) -> None:
+        super().__init__(dispatcher)
         self._driver = driver
+        self._array_types = array_types
         self._families: dict[tuple[type, ...], list[Callable[[int, tuple, tuple], bool]]] = {}
         self._closed_families: set[tuple[type, ...]] = set()
         self._prepared: set[tuple[Any, ...]] = set()  # Numba types of prepared signatures
@@ -179,41 +220,19 @@ class PreparedLauncher(KernelLauncher):
         """How many argument signatures have a prepared launch."""
         return sum(len(f) for f in self._families.values())
 
-    def configure(self, stream: Any, config: tuple) -> Callable[..., None]:
-        """The launch on ``stream`` with ``config``, as one function: the launch hot path.
-
-        It is :meth:`launch_on` with the stream and configuration bound, written out so that a
-        call costs one Python frame before the prepared run (a partial of ``launch_on`` costs
-        two and merges its arguments).
-        """
-        launcher = self
-
-        def launch(*args: Any) -> None:
-            try:
-                handle = stream._handle
-            except ReferenceError:
-                handle = None
-            if handle is None:
-                raise StreamClosedError(CLOSED_LAUNCH_STREAM)
-            if stream._capture is not None:  # a graph keeps its launches' arrays alive
-                stream._capture._keep(args)
-            run = launcher._last
-            if run is None or not run(handle, args, config):
-                launcher(handle, args, config)
-
-        return launch
-
-    def launch_on(self, stream: Any, config: tuple, *args: Any) -> None:
-        self.configure(stream, config)(*args)
-
-    def __call__(self, handle: int, args: tuple, config: tuple) -> None:
+    def run(self, calls: StreamCalls, config: tuple, *args: Any) -> None:
+        """Launch ``args`` on the stream of ``calls``: the prepared launch tried last, else the
+        one of the arguments' types, else Numba's launch (which then prepares the types)."""
+        last = self._last
+        if last is not None and last(calls.handle, args, config):
+            return
         family = self._families.get(tuple(map(type, args)))
         if family is not None:
-            for run in family:
-                if run(handle, args, config):
-                    self._last = run
+            for prepared in family:
+                if prepared(calls.handle, args, config):
+                    self._last = prepared
                     return
-        self._launch(handle, args, config)
+        super().run(calls, config, *args)
         self._learn(args)
 
     # ---- preparing ---------------------------------------------------------------------------
@@ -255,7 +274,7 @@ class PreparedLauncher(KernelLauncher):
         """The Numba types of ``args``, as Numba's dispatch sees them."""
         observed = []
         for a in args:
-            if not isinstance(a, self._driver.array_types + _SCALAR_TYPES):
+            if not isinstance(a, self._array_types + _SCALAR_TYPES):
                 raise _Unpreparable(f"{type(a).__name__} arguments take Numba's launch")
             observed.append(self.dispatcher.typeof_pyval(a))
         return tuple(observed)
@@ -275,7 +294,7 @@ class PreparedLauncher(KernelLauncher):
         for i, (a, param, seen) in enumerate(zip(args, params, observed)):
             name = f"a{i}"
             kind = getattr(param, "name", str(param))
-            if isinstance(a, driver.array_types):
+            if isinstance(a, self._array_types):
                 if type(param).__name__ != "Array":
                     raise _Unpreparable(f"array passed for a {param} parameter")
                 ndim = param.ndim
@@ -283,15 +302,7 @@ class PreparedLauncher(KernelLauncher):
                 packed_fmt.append("qqqqQ" + "q" * (2 * ndim))
                 sizes += [8] * (5 + 2 * ndim)
                 namespace[f"T{i}"] = seen
-                checks.append(
-                    f"    try:\n"
-                    f"        m{i} = {name}.{ABI_ATTRIBUTE}\n"
-                    f"    except AttributeError:\n"
-                    f"        m{i} = None\n"
-                    f"    if m{i} is None:\n"
-                    f"        m{i} = abi({name})\n"
-                    f"    if m{i}[0] is not T{i}:\n"
-                    f"        return False\n")
+                checks.append(_ARRAY_CHECK.format(i=i))
                 values.append(f"*m{i}[1]")
             elif kind in _SCALARS and not isinstance(a, (complex, np.complexfloating)):
                 code, pad = _SCALARS[kind]
@@ -341,47 +352,24 @@ class PreparedLauncher(KernelLauncher):
             what=f"launching {name}",
             **{f"C{i}": type(a) for i, a in enumerate(args)})
         n = len(args)
-        names = "".join(f"a{i}, " for i in range(n))
-        packed = ", ".join(values)
         # What the skip-pack test compares: an array's cached ABI tuple (never the array: a
-        # reference kept here would free the array inside some later launch, and a free
-        # synchronizes the device and invalidates an open capture), a scalar itself.
-        kept = [f"m{i}" if isinstance(a, driver.array_types) else f"a{i}"
+        # reference kept here would keep the array alive past its user's last use), a scalar
+        # itself.
+        kept = [f"m{i}" if isinstance(a, self._array_types) else f"a{i}"
                 for i, a in enumerate(args)]
-        same = " and ".join(f"{k} is last[{i}]" for i, k in enumerate(kept)) or "True"
-        remember = "".join(f"            last[{i}] = {k}\n" for i, k in enumerate(kept))
-        types_differ = " or ".join(f"type(a{i}) is not C{i}" for i in range(n))
-        source = (
-            "def run(handle, args, config):\n"
-            + (f"    try:\n        {names}= args\n    except ValueError:\n        return False\n"
-               f"    if {types_differ}:\n        return False\n" if n else
-               "    if args:\n        return False\n")
-            + "".join(checks) +
-            "    gx, gy, gz, bx, by, bz, shm = config\n"
-            "    try:\n"
-            "        s = streams[handle]\n"
-            "    except KeyError:\n"
-            "        s = stream_of(handle)\n"
-            "    if get_ident() == owner:\n"
-            f"        if not ({same}):\n"
-            "            try:\n"
-            f"                pack(buf, 0, {packed})\n"
-            "            except pack_errors:\n"
-            "                last[0:] = [NOTHING] * len(last)\n"
-            "                return False\n"
-            + remember +
-            "        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]\n"
-            "    else:\n"
-            "        with lock:\n"
-            "            try:\n"
-            f"                pack(buf2, 0, {packed})\n"
-            "            except pack_errors:\n"
-            "                return False\n"
-            "            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]\n"
-            "    if status is not ok:\n"
-            "        raise fail(status, f'{what} with grid {config[:3]}, block {config[3:6]}')\n"
-            "    return True\n")
-        exec(compile(source, f"<rocmstreams prepared launch of {name}>", "exec"), namespace)
+        unpack = (f"    try:\n        {''.join(f'a{i}, ' for i in range(n))}= args\n"
+                  f"    except ValueError:\n        return False\n"
+                  f"    if {' or '.join(f'type(a{i}) is not C{i}' for i in range(n))}:\n"
+                  f"        return False\n") if n else "    if args:\n        return False\n"
+        source = _TEMPLATE.format(
+            name=name, signature=", ".join(map(str, observed)) or "no arguments",
+            mode="one parameter buffer" if markers is not None else "parameter pointers",
+            unpack=unpack, checks="".join(checks), packed=", ".join(values),
+            same=" and ".join(f"{k} is last[{i}]" for i, k in enumerate(kept)) or "True",
+            remember="".join(f"            last[{i}] = {k}\n" for i, k in enumerate(kept)))
+        filename = f"<rocmstreams prepared launch #{next(_SOURCES)} of {name}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), namespace)
         return namespace["run"]
 
     def _param_info(self, function: Any, sizes: list[int]) -> list[tuple[int, int]] | None:

@@ -5,15 +5,18 @@ import contextlib
 import operator
 from typing import Iterator
 
-from .backends import backend
-from .errors import InvalidDeviceError
+import numpy as np
 
-__all__ = ["device_count", "check_device", "using_device", "priority_range"]
+from ..backends import active
+from ..errors import InvalidDeviceError
+
+__all__ = ["device_count", "check_device", "using_device", "priority_range",
+           "checked_priority_range"]
 
 
 def device_count() -> int:
     """How many devices the selected backend sees."""
-    return backend().get_device_count()
+    return active().get_device_count()
 
 
 def check_device(device: object | None) -> int:
@@ -24,12 +27,14 @@ def check_device(device: object | None) -> int:
     InvalidDeviceError
         When ``device`` is not an int or names no device; no runtime call is made with it.
     """
-    be = backend()
+    be = active()
     if device is None:
         return be.get_device()
+    if type(device) is int and device == 0:  # the common case, valid on every backend
+        return 0
     count = be.get_device_count()
     valid = f"valid ordinals are 0..{count - 1}" if count > 1 else "the only valid ordinal is 0"
-    if isinstance(device, bool):
+    if isinstance(device, (bool, np.bool_)):
         raise InvalidDeviceError(f"device must be an int ordinal, got {device!r}; {valid}")
     try:
         ordinal = operator.index(device)
@@ -45,7 +50,7 @@ def check_device(device: object | None) -> int:
 @contextlib.contextmanager
 def using_device(ordinal: int) -> Iterator[None]:
     """Make ``ordinal`` current for the block, restoring the previous device after."""
-    be = backend()
+    be = active()
     previous = be.get_device()
     if previous == ordinal:
         yield
@@ -59,15 +64,15 @@ def using_device(ordinal: int) -> Iterator[None]:
 
 def priority_range(device: object | None = None) -> tuple[int, int]:
     """``(least, greatest)`` stream priority of ``device``; greatest is numerically lowest."""
-    return _priority_range(check_device(device))
+    return checked_priority_range(check_device(device))
 
 
 _PRIORITY_RANGES: dict[tuple[object, int], tuple[int, int]] = {}
 
 
-def _priority_range(ordinal: int) -> tuple[int, int]:
+def checked_priority_range(ordinal: int) -> tuple[int, int]:
     """The range of a checked ordinal; a device's range never changes, so it is asked once."""
-    be = backend()
+    be = active()
     key = (be, ordinal)
     found = _PRIORITY_RANGES.get(key)
     if found is None:

@@ -1,0 +1,123 @@
+"""The one configuration: every tunable, validated when set.
+
+``rocmstreams.config()`` returns the current :class:`Config` (frozen); ``rocmstreams.configure(
+**changes)`` checks and applies changes and returns a context manager that restores the previous
+configuration on exit, so ``with rs.configure(staging_chunk_bytes=1 << 16): ...`` scopes them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .. import backends
+
+__all__ = ["Config", "config", "configure"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The tunables of rocmstreams.
+
+    Attributes
+    ----------
+    stream_pool_size : int
+        Idle closed streams kept per (device, non_blocking, priority) on GPU backends, reused by
+        the next RocmStream with those options (0: none). Default 16.
+    staging_min_bytes : int
+        Copies from pageable host memory of at least this many bytes are staged through reused
+        page-locked buffers; smaller ones go to the runtime as they are. Default 1 MiB.
+    staging_chunk_bytes : int
+        Bytes per staged chunk, and the size of each staging buffer. Default 32 MiB.
+    staging_buffers : int
+        Staging buffers one copy cycles through (how far the host may run ahead). Default 4.
+    staging_threads : int
+        Host threads (the caller's included) sharing each chunk's host copy. Default
+        ``min(8, os.cpu_count())``.
+    staging_min_slice_bytes : int
+        A chunk is split across threads only in slices of at least this many bytes.
+    stage_device_to_host : bool
+        Stage device-to-host copies into pageable memory too (default False; see
+        benchmarks/README.md).
+    """
+
+    stream_pool_size: int = 16
+    staging_min_bytes: int = 1 << 20
+    staging_chunk_bytes: int = 32 << 20
+    staging_buffers: int = 4
+    staging_threads: int = min(8, os.cpu_count() or 1)
+    staging_min_slice_bytes: int = 1 << 20
+    stage_device_to_host: bool = False
+
+    def __post_init__(self) -> None:
+        minimum = {"stream_pool_size": 0, "staging_min_bytes": 0, "staging_chunk_bytes": 1,
+                   "staging_buffers": 1, "staging_threads": 1, "staging_min_slice_bytes": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if value < low:
+                raise ValueError(f"{name}={value} is out of range: it must be at least {low}")
+        if not isinstance(self.stage_device_to_host, bool):
+            raise TypeError("stage_device_to_host must be True or False, got "
+                            f"{self.stage_device_to_host!r}")
+
+
+_current = Config()
+_lock = threading.Lock()
+
+
+def config() -> Config:
+    """The current configuration."""
+    return _current
+
+
+class _Restore:
+    """What :func:`configure` returns: ``with`` it to undo the change at the block's end."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Config) -> None:
+        self.previous = previous
+
+    def __enter__(self) -> Config:
+        return _current
+
+    def __exit__(self, *exc_info: object) -> None:
+        _apply(self.previous)
+
+
+def configure(**changes: Any) -> _Restore:
+    """Change tunables (see :class:`Config` for each); checked before anything changes.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An unknown name or a bad value; the configuration is unchanged.
+    """
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise TypeError(f"unknown setting {', '.join(unknown)}; the settings are "
+                        f"{', '.join(sorted(known))}")
+    with _lock:
+        previous = _current
+        _apply(dataclasses.replace(previous, **changes))
+    return _Restore(previous)
+
+
+def _apply(new: Config) -> None:
+    global _current
+    _current = new
+    chosen = backends.selected()
+    if chosen is not None:
+        _push(chosen)
+
+
+def _push(backend: backends.Backend) -> None:
+    backend.stream_pool_size = _current.stream_pool_size
+
+
+backends.on_select(_push)

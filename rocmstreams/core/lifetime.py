@@ -1,0 +1,165 @@
+"""The one lifetime holder of raw runtime handles, and the queue finalizers hand releases to.
+
+A :class:`Handle` owns one raw handle (a stream, event, graph, allocation). Operations that pass
+the handle to the runtime bracket the call with :meth:`Handle.enter` / :meth:`Handle.leave`;
+:meth:`Handle.close` marks it closed at once (later ``enter`` calls raise) and releases the raw
+handle when the last operation in flight has left, so no call ever reaches the runtime with a
+released (or reused) handle, whichever thread closes. ``close`` is idempotent, and a release that
+fails warns, never raises.
+
+Finalizers (``weakref.finalize``) run on any thread, inside any allocation, while any lock is
+held: they only append to a queue (:func:`defer`), which is drained outside locks and outside
+graph captures (:func:`drain`), the way numba-cuda defers its deallocations.
+
+The in-flight count is a list whose ``append`` / ``pop`` the interpreter makes atomic; the order
+``enter``: count, then read ``value``; ``close``: clear ``value``, then read the count, makes
+every operation either see the handle closed or be counted before the close looks.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import warnings
+import weakref
+from typing import Callable, Protocol
+
+from ..errors import RocmStreamsError, StreamClosedError
+
+__all__ = ["Handle", "Closable", "own", "defer", "drain", "pending", "block_releases",
+           "unblock_releases"]
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class Handle:
+    """Owns one raw handle; released once, after the last operation in flight.
+
+    Parameters
+    ----------
+    value : int
+        The raw handle.
+    release : callable or None
+        ``release(value)``; None for a borrowed handle, which is only detached.
+    what : str
+        What the handle is, for messages ("RocmStream", "Event", ...).
+    closed_error : type
+        Raised by :meth:`enter` once closed.
+    """
+
+    __slots__ = ("value", "users", "release", "what", "closed_error", "_token", "__weakref__")
+
+    def __init__(self, value: int, release: Callable[[int], None] | None, what: str,
+                 closed_error: type[RocmStreamsError] = StreamClosedError) -> None:
+        self.value: int | None = value
+        self.users: list[None] = []
+        self.release = release
+        self.what = what
+        self.closed_error = closed_error
+        self._token = [value]  # popped once: whoever pops it releases
+
+    @property
+    def closed(self) -> bool:
+        return self.value is None
+
+    def closed_message(self) -> str:
+        return f"this {self.what} is closed; create a new {self.what}"
+
+    def enter(self) -> int:
+        """The raw handle, counted in use until :meth:`leave`; raises once closed."""
+        self.users.append(None)
+        value = self.value
+        if value is None:
+            self.leave()
+            raise self.closed_error(self.closed_message())
+        return value
+
+    def leave(self) -> None:
+        self.users.pop()
+        if self.value is None and not self.users:
+            self._release()
+
+    def close(self) -> None:
+        """Mark closed now; release once no operation is in flight. Idempotent; warns on a
+        failed release, never raises."""
+        if self.value is None:
+            return
+        self.value = None
+        if not self.users:
+            self._release()
+
+    def _release(self) -> None:
+        try:
+            value = self._token.pop()
+        except IndexError:
+            return  # released already (or by another thread)
+        release, self.release = self.release, None
+        if release is None:
+            return
+        try:
+            release(value)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not raise
+            _warn(f"rocmstreams: releasing {self.what} {value:#x} failed: {exc}")
+
+
+def _warn(message: str) -> None:
+    try:
+        warnings.warn(message, ResourceWarning, stacklevel=3)
+    except Exception:  # noqa: BLE001 - warnings can fail at interpreter exit
+        pass
+
+
+# ---- deferred releases -------------------------------------------------------------------------
+_pending: collections.deque[Closable] = collections.deque()
+_blocked: list[None] = []  # one entry per open graph capture: releases would invalidate it
+_draining = threading.Lock()
+
+
+def defer(obj: Closable) -> None:
+    """Queue ``obj.close()`` for the next :func:`drain`: the body of every finalizer. Takes no
+    lock and calls no runtime."""
+    _pending.append(obj)
+
+
+def own(owner: object, obj: Closable) -> weakref.finalize:
+    """Close ``obj`` (through the queue) once ``owner`` is collected; ``obj`` must not refer to
+    ``owner``. The returned finalizer is detached by an explicit close."""
+    return weakref.finalize(owner, defer, obj)
+
+
+def pending() -> int:
+    """How many releases wait for the next drain."""
+    return len(_pending)
+
+
+def block_releases() -> None:
+    """A graph capture begins: hold deferred releases (a free would invalidate it)."""
+    _blocked.append(None)
+
+
+def unblock_releases() -> None:
+    _blocked.pop()
+
+
+def drain() -> None:
+    """Run the deferred releases; called by user calls outside every lock of rocmstreams (object
+    creation, close, synchronize), never by a finalizer. Does nothing while a capture is open or
+    another thread drains."""
+    if not _pending or _blocked:
+        return
+    if not _draining.acquire(blocking=False):
+        return
+    try:
+        while not _blocked:
+            try:
+                obj = _pending.popleft()
+            except IndexError:
+                return
+            try:
+                obj.close()
+            except Exception as exc:  # noqa: BLE001 - a release never raises into user code
+                _warn(f"rocmstreams: a deferred release failed: {exc}")
+    finally:
+        _draining.release()
+

@@ -1,0 +1,14 @@
+"""RocmStream as the launch stream of Numba kernels: ``kernel[blocks, threads, stream](...)``.
+
+Installed on the backend's Numba dispatcher class when the backend is selected
+(:func:`rocmstreams.backends.on_select`).
+"""
+from __future__ import annotations
+
+from ...backends import on_select
+from .dispatch import KernelLaunch, install, launcher_of
+from .prepared import PreparedLauncher
+
+__all__ = ["KernelLaunch", "PreparedLauncher", "install", "launcher_of"]
+
+on_select(install)

@@ -1,0 +1,212 @@
+"""The hook on Numba's dispatcher: ``kernel[blocks, threads, stream]`` with a RocmStream.
+
+Numba's dispatchers only take their own streams, so at selection the backend's dispatcher class
+learns one thing: a configuration whose stream is a RocmStream returns a :class:`KernelLaunch`,
+which submits the launch through the stream's door to the kernel's launcher (on GPU backends a
+prepared launch: see ``prepared.py``). The launcher belongs to the kernel and device; grid, block
+and shared memory are arguments of each launch, so a grid computed from each chunk's size costs
+what a fixed one does. Every other configuration goes to Numba unchanged, except under the cpu
+backend, where all simulator launches go through its single kernel engine on the legacy default
+stream (the simulator runs launches synchronously and one at a time).
+"""
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+import numpy as np
+
+from ...backends import Backend
+from ...core.device import using_device
+from ...memory import DeviceArray
+from ...streamcore import LAUNCH, StreamCore, default_core
+from .prepared import KernelLauncher, PreparedLauncher
+
+__all__ = ["KernelLaunch", "install", "launcher_of", "launch_config"]
+
+_LAUNCHERS = "_rocmstreams_launchers"  # per-device launchers, kept on the dispatcher itself
+_MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
+_MAX_GRID = (2 ** 31 - 1, 65535, 65535)
+_configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
+
+
+class KernelLaunch(functools.partial):  # type: ignore[type-arg]
+    """A kernel configured with a grid, a block and a stream; call it with the arguments.
+
+    What ``kernel[blocks, threads, stream]`` returns for a RocmStream. Calling it submits the
+    launch through the stream's door.
+    """
+
+    @property
+    def launcher(self) -> KernelLauncher:
+        return self.args[1].__self__  # type: ignore[no-any-return]
+
+    @property
+    def dispatcher(self) -> Any:
+        return self.launcher.dispatcher
+
+    @property
+    def griddim(self) -> tuple[int, int, int]:
+        return self.args[2][:3]  # type: ignore[no-any-return]
+
+    @property
+    def blockdim(self) -> tuple[int, int, int]:
+        return self.args[2][3:6]  # type: ignore[no-any-return]
+
+    @property
+    def sharedmem(self) -> int:
+        return self.args[2][6]  # type: ignore[no-any-return]
+
+    @property
+    def stream_core(self) -> StreamCore:
+        return self.func.__self__  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        name = getattr(self.dispatcher, "__name__", "kernel")
+        return (f"<KernelLaunch {name}[{self.griddim}, {self.blockdim}, "
+                f"stream {self.stream_core.calls.handle:#x}] sharedmem={self.sharedmem}>")
+
+
+def _dims(value: Any, what: str, limits: tuple[int, ...]) -> tuple[int, int, int]:
+    if isinstance(value, (list, tuple)):
+        items = tuple(value)
+    else:
+        items = (value,)
+    if not 1 <= len(items) <= 3:
+        raise ValueError(f"the {what} has 1 to 3 dimensions, got {value!r}")
+    dims = []
+    for n in items:
+        if isinstance(n, (bool, np.bool_)):
+            raise TypeError(f"the {what} holds ints, got {value!r}")
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"the {what} holds ints, got {type(n).__name__} {n!r} in "
+                            f"{value!r}; compute it with integer division, e.g. "
+                            "(n + 255) // 256") from None
+        dims.append(n)
+    dims += [1] * (3 - len(dims))
+    for n, limit in zip(dims, limits):
+        if not 1 <= n <= limit:
+            raise ValueError(f"the {what} {value!r} is out of range: each dimension must be "
+                             f"between 1 and {limit}; a launch needs at least one block of "
+                             "one thread")
+    return dims[0], dims[1], dims[2]
+
+
+def launch_config(griddim: Any, blockdim: Any, sharedmem: Any = 0) -> tuple[int, ...]:
+    """``(gx, gy, gz, bx, by, bz, sharedmem)``, checked before anything is queued."""
+    key = (griddim, blockdim, sharedmem)
+    try:
+        return _configs[key]
+    except (KeyError, TypeError):
+        pass
+    grid = _dims(griddim, "grid", _MAX_GRID)
+    block = _dims(blockdim, "block", (_MAX_BLOCK,) * 3)
+    if block[0] * block[1] * block[2] > _MAX_BLOCK:
+        raise ValueError(f"the block {blockdim!r} has {block[0] * block[1] * block[2]} threads; "
+                         f"at most {_MAX_BLOCK} fit in one block: use more blocks instead")
+    if isinstance(sharedmem, (bool, np.bool_)) or not isinstance(sharedmem, (int, np.integer)) \
+            or sharedmem < 0:
+        raise ValueError(f"dynamic shared memory must be a non-negative int of bytes, got "
+                         f"{sharedmem!r}")
+    config = (*grid, *block, int(sharedmem))
+    try:
+        if len(_configs) >= 4096:
+            _configs.clear()
+        _configs[key] = config
+    except TypeError:  # unhashable (a list): checked anew each time
+        pass
+    return config
+
+
+def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLauncher:
+    """The launcher of ``dispatcher`` on ``device``: prepared where the backend can, made once
+    and kept on the dispatcher (so it goes when the kernel does)."""
+    try:
+        return getattr(dispatcher, _LAUNCHERS)[device]  # type: ignore[no-any-return]
+    except (AttributeError, KeyError):
+        pass
+    driver = backend.kernel_driver()
+    if driver is None:
+        launcher: KernelLauncher = KernelLauncher(dispatcher)
+    else:
+        with using_device(device):
+            launcher = PreparedLauncher(dispatcher, driver, _array_types(backend))
+    found = dispatcher.__dict__.setdefault(_LAUNCHERS, {})
+    return found.setdefault(device, launcher)  # type: ignore[no-any-return]
+
+
+def _array_types(backend: Backend) -> tuple[type, ...]:
+    types: tuple[type, ...] = (DeviceArray,)
+    try:
+        types += (backend.numba_module().cudadrv.devicearray.DeviceNDArray,)
+    except AttributeError:
+        pass
+    return types
+
+
+def _bad_stream(stream: Any) -> bool:
+    """A launch stream Numba would run on the legacy stream instead of refusing."""
+    if stream is None or (type(stream) is int and stream == 0):
+        return False
+    if isinstance(stream, (bool, int, float, str, bytes, np.generic)):
+        return True
+    return False
+
+
+def install(backend: Backend) -> None:
+    """Teach the backend's Numba dispatcher class to launch on RocmStreams (idempotent)."""
+    cls = type(backend.numba_module().jit(_probe))
+    if getattr(cls, "_rocmstreams_original_getitem", None) is not None:
+        return
+    original = cls.__getitem__
+    route_all = backend.name == "cpu"
+
+    def __getitem__(self: Any, config: Any) -> Any:
+        try:  # the hot path: [grid, block, RocmStream]
+            griddim, blockdim, stream = config
+            core = stream.__rocmstreams_core__
+            cfg = _configs[griddim, blockdim, 0]
+        except Exception:  # noqa: BLE001 - anything else is decided below
+            return _slow_getitem(self, config)
+        try:
+            launcher = self._rocmstreams_launchers[core.device]
+        except (AttributeError, KeyError):
+            launcher = launcher_of(backend, self, core.device)
+        return KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
+
+    def _slow_getitem(self: Any, config: Any) -> Any:
+        if type(config) is not tuple or not 2 <= len(config) <= 4:
+            raise TypeError(f"a launch configuration is kernel[grid, block], "
+                            f"kernel[grid, block, stream] or kernel[grid, block, stream, "
+                            f"sharedmem]; got {config!r}")
+        n = len(config)
+        stream = config[2] if n > 2 else None
+        cfg = launch_config(config[0], config[1], config[3] if n > 3 else 0)
+        core = getattr(stream, "__rocmstreams_core__", None)
+        if isinstance(core, StreamCore):
+            launcher = launcher_of(backend, self, core.device)
+            return KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
+        if _bad_stream(stream):
+            raise TypeError(f"the launch stream must be a RocmStream, a Numba stream or 0 (the "
+                            f"legacy default stream), got {type(stream).__name__} {stream!r}")
+        if route_all:
+            legacy = default_core(backend.get_device())
+            launcher = launcher_of(backend, self, legacy.device)
+            return functools.partial(_launch_and_wait, legacy, launcher, cfg)
+        return original(self, config)
+
+    cls._rocmstreams_original_getitem = original
+    cls.__getitem__ = __getitem__
+
+
+def _launch_and_wait(core: StreamCore, launcher: KernelLauncher, config: tuple,
+                     *args: Any) -> None:
+    core.submit(LAUNCH, launcher.run, config, *args)
+    core.synchronize()
+
+
+def _probe() -> None:  # a kernel never compiled; only its dispatcher's class is wanted
+    pass

@@ -1,0 +1,358 @@
+"""The stream core: one :class:`StreamCore` per stream, and its door.
+
+Every operation on a stream reaches the runtime through :meth:`StreamCore.submit` (work: kernel
+launches, copies, host callbacks, event records and waits, graph launches) or one of the waits
+(:meth:`StreamCore.query`, :meth:`StreamCore.synchronize`) and capture calls beside it. The door
+checks, once per operation, that the stream is open and what its capture state allows; keeps
+alive what the runtime still reads (a graph capture keeps the arguments of captured work); counts
+the operation in flight, so that a concurrent :meth:`close` releases the handle only after it
+(see :class:`rocmstreams.core.lifetime.Handle`); and calls the backend's bound calls.
+
+Public objects reach a stream's core through the ``__rocmstreams_core__`` attribute
+(:func:`core_of`), the protocol every RocmStream carries.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import numbers
+import threading
+from typing import Any, Callable, TypeVar
+
+from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
+from .core import lifetime
+from .core.lifetime import Handle
+from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
+
+__all__ = ["StreamCore", "Capture", "core_of", "default_core", "refuse_in_callback",
+           "wait_blocking", "check_timeout", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
+
+T = TypeVar("T")
+
+# What an operation is: work a capture records, and work it refuses (named for messages).
+LAUNCH, COPY, HOST_FUNC = "a kernel launch", "a copy", "a host callback"
+RECORD, WAIT, GRAPH_LAUNCH = "an event record", "a wait", "a graph launch"
+_CAPTURED = frozenset((LAUNCH, COPY, HOST_FUNC))
+_REFUSED_IN_CAPTURE = {
+    RECORD: "events inside a graph capture are not supported: record events and wait on "
+            "streams or events before `with stream.capture()` or after it",
+    WAIT: "events inside a graph capture are not supported: record events and wait on streams "
+          "or events before `with stream.capture()` or after it",
+    GRAPH_LAUNCH: "graph.launch() on a stream that is capturing is not supported; launch the "
+                  "graph before the capture begins or after it ends",
+}
+
+# ---- host callbacks ----------------------------------------------------------------------------
+_callback_thread = threading.local()
+
+
+def refuse_in_callback(what: str) -> None:
+    """Raise when called from a host callback: the runtime forbids runtime calls there, and a
+    wait there would wait for the callback itself."""
+    if getattr(_callback_thread, "active", False):
+        raise RocmStreamsError(
+            f"{what} was called from inside a host callback; callbacks must not call the GPU "
+            "runtime (no stream, event or memory calls): queue the work after the callback from "
+            "the thread that added it, or signal that thread (e.g. a threading.Event)")
+
+
+def _wrap_callback(fn: Callable[..., Any], args: tuple,
+                   errors: list[tuple[Callable[..., Any], BaseException]]) -> Callable[[], None]:
+    def call() -> None:
+        _callback_thread.active = True
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - delivered at synchronize()
+            errors.append((fn, exc))
+        finally:
+            _callback_thread.active = False
+    return call
+
+
+def _callback_error(errors: list[tuple[Callable[..., Any], BaseException]]) -> CallbackError:
+    """The first callback error, counting the others; empties ``errors``."""
+    taken = []
+    while errors:
+        try:
+            taken.append(errors.pop(0))
+        except IndexError:
+            break
+    fn, exc = taken[0]
+    name = getattr(fn, "__qualname__", repr(fn))
+    more = "" if len(taken) == 1 else f" (and {len(taken) - 1} more callbacks raised since)"
+    err = CallbackError(f"host callback {name} raised {type(exc).__name__}: {exc}{more}")
+    err.__cause__ = exc
+    return err
+
+
+# ---- waits -------------------------------------------------------------------------------------
+def check_timeout(timeout: Any) -> None:
+    """Refuse a ``timeout=`` that is not None or a non-negative number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, got "
+                         f"{timeout!r}")
+
+
+_waiters = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="rocmstreams-wait")
+_SPIN_QUERIES = 8
+
+
+def wait_blocking(query: Callable[[], bool], block: Callable[[], None], timeout: float | None,
+                  what: str, holder: Handle) -> None:
+    """Wait for ``query()`` to turn True, interruptibly, ``timeout`` seconds at most.
+
+    A few queries first (short waits end at query latency); then ``block()``, the runtime's
+    blocking wait, runs on a waiter thread that holds ``holder`` in use, while this thread
+    waits on a lock, which a signal interrupts (KeyboardInterrupt within milliseconds) and a
+    timeout ends (:class:`~rocmstreams.errors.WaitTimeoutError`). Either way the stream (or
+    event) stays usable, and the runtime wait ends on its own when the work does.
+    """
+    for _ in range(_SPIN_QUERIES):
+        if query():
+            return
+    holder.enter()  # the waiter's own use of the handle, left when the runtime wait returns
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            block()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.set()
+            holder.leave()
+
+    try:
+        _waiters.submit(job)
+    except BaseException:
+        holder.leave()
+        raise
+    if not done.wait(timeout):
+        raise WaitTimeoutError(f"{what} timed out after {timeout} s: the work is still running "
+                               "and stays queued; wait again, or query() to poll")
+    if failure:
+        raise failure[0]
+
+
+class Capture:
+    """An open graph capture as the door sees it: what captured work must keep alive, and where
+    captured callbacks put their errors."""
+
+    __slots__ = ("kept", "errors", "has_callbacks")
+
+    def __init__(self, kept: list[Any]) -> None:
+        self.kept = kept
+        self.errors: list[tuple[Callable[..., Any], BaseException]] = []
+        self.has_callbacks = False
+
+
+class StreamCore(Handle):
+    """One stream: its handle (owned or borrowed), device, bound runtime calls, capture state and
+    callback errors, and the door every operation passes.
+
+    Parameters
+    ----------
+    backend : Backend
+    handle : int
+        The raw stream handle.
+    device : int
+    owned : bool
+        True: released through the backend (pooled or destroyed) when closed.
+    owner : object
+        Kept alive as long as the stream (a borrowed stream's foreign owner).
+    """
+
+    __slots__ = ("backend", "device", "calls", "owned", "owner", "capture", "callback_errors")
+
+    def __init__(self, backend: Backend, handle: int, device: int, owned: bool,
+                 owner: object = None) -> None:
+        super().__init__(handle, backend.stream_destroy if owned else None, "RocmStream")
+        self.backend = backend
+        self.device = device
+        self.calls: StreamCalls = backend.stream_calls(handle)
+        self.owned = owned
+        self.owner = owner
+        self.capture: Capture | None = None
+        self.callback_errors: list[tuple[Callable[..., Any], BaseException]] = []
+
+    def closed_message(self) -> str:
+        return "this RocmStream is closed; create a new RocmStream"
+
+    # ---- the door ----------------------------------------------------------------------------
+    def submit(self, kind: str, fn: Callable[..., T], *args: Any) -> T:
+        """Queue one operation: ``fn(calls, *args)`` with the stream's bound calls.
+
+        Raises StreamClosedError on a closed stream and CaptureError for what a capture
+        refuses, before ``fn`` runs; in a capture, ``args`` stay alive as long as the graph.
+        """
+        users = self.users
+        users.append(None)
+        try:
+            if self.value is None:
+                raise StreamClosedError(self.closed_message())
+            capture = self.capture
+            if capture is not None:
+                if kind not in _CAPTURED:
+                    raise CaptureError(_REFUSED_IN_CAPTURE[kind])
+                capture.kept.append(args)
+            if _callback_thread.__dict__:
+                refuse_in_callback(kind)
+            return fn(self.calls, *args)
+        finally:
+            users.pop()
+            if self.value is None and not users:
+                self._release()
+
+    def add_callback(self, fn: Callable[..., Any], args: tuple) -> None:
+        """Queue ``fn(*args)`` on a host thread after earlier work; its exception is raised by
+        the next :meth:`synchronize` (of the stream a captured callback's graph replays on)."""
+        capture = self.capture
+        if capture is not None:
+            capture.has_callbacks = True
+        errors = self.callback_errors if capture is None else capture.errors
+        self.submit(HOST_FUNC, _launch_host_func, _wrap_callback(fn, args, errors))
+
+    def _control(self, what: str) -> StreamCalls:
+        """Enter for a call a capture refuses (query, synchronize): counted in use."""
+        self.enter()
+        if self.capture is not None:
+            self.leave()
+            raise _capturing(what)
+        if _callback_thread.__dict__:
+            try:
+                refuse_in_callback(what)
+            except BaseException:
+                self.leave()
+                raise
+        return self.calls
+
+    def query(self) -> bool:
+        """True when the stream is idle (the hot path: the door written out)."""
+        users = self.users
+        users.append(None)
+        try:
+            if self.value is None:
+                raise StreamClosedError(self.closed_message())
+            if self.capture is not None:
+                raise _capturing("query()")
+            return self.calls.query()
+        finally:
+            users.pop()
+            if self.value is None and not users:
+                self._release()
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Wait until the stream is idle; interruptible, ``timeout`` seconds at most."""
+        check_timeout(timeout)
+        calls = self._control("synchronize()")
+        try:
+            if not calls.query():
+                if self.value == PER_THREAD_STREAM:
+                    self._wait_per_thread(timeout)
+                else:
+                    wait_blocking(calls.query, calls.synchronize, timeout, "synchronize()",
+                                  self)
+        finally:
+            self.leave()
+        lifetime.drain()
+        if self.callback_errors:
+            raise _callback_error(self.callback_errors)
+
+    def _wait_per_thread(self, timeout: float | None) -> None:
+        """The per-thread default stream is the calling thread's: mark its work here with an
+        event, and let the waiter thread wait for the event."""
+        be = self.backend
+        event = Handle(be.event_create(False), be.event_destroy, "Event")
+        try:
+            self.calls.event_record(event.value)  # type: ignore[arg-type]
+            handle: int = event.value  # type: ignore[assignment]
+            wait_blocking(lambda: be.event_query(handle), lambda: be.event_synchronize(handle),
+                          timeout, "synchronize()", event)
+        finally:
+            event.close()
+
+    # ---- capture -----------------------------------------------------------------------------
+    def begin_capture(self, kept: list[Any]) -> Capture:
+        if self.enter() == LEGACY_STREAM:
+            self.leave()
+            raise CaptureError("the legacy default stream (handle 0) cannot be captured; "
+                               "capture a stream you created, e.g. RocmStream(non_blocking=True)")
+        try:
+            if self.capture is not None:
+                raise CaptureError("this stream is already capturing a graph and captures do "
+                                   "not nest; end the open capture (leave its `with "
+                                   "stream.capture()` block) first")
+            capture = Capture(kept)
+            lifetime.block_releases()
+            try:
+                self.calls.begin_capture()
+            except BaseException:
+                lifetime.unblock_releases()
+                raise
+            self.capture = capture
+            return capture
+        finally:
+            self.leave()
+
+    def end_capture(self) -> int:
+        """End the open capture; the recorded graph's handle (raises CaptureError for an
+        invalidated capture, which still ends it)."""
+        self.users.append(None)
+        try:
+            self.capture = None
+            try:
+                return self.calls.end_capture()
+            finally:
+                lifetime.unblock_releases()
+        finally:
+            self.users.pop()
+            if self.value is None and not self.users:
+                self._release()
+
+    # ---- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.value is None:
+            return
+        if self.capture is not None:
+            raise CaptureError("cannot close a stream while it is capturing a graph; leave the "
+                               "`with stream.capture()` block first")
+        self.owner = None
+        super().close()
+
+
+def _capturing(what: str) -> CaptureError:
+    return CaptureError(f"{what} is not allowed while the stream is capturing a graph: its work "
+                        "is being recorded, not run; end the capture (leave the "
+                        "`with stream.capture()` block) first")
+
+
+def _launch_host_func(calls: StreamCalls, fn: Callable[[], None]) -> None:
+    calls.launch_host_func(fn)
+
+
+def core_of(stream: Any, what: str = "this call") -> StreamCore:
+    """The core of a RocmStream (anything carrying ``__rocmstreams_core__``); TypeError else."""
+    try:
+        core = stream.__rocmstreams_core__
+    except AttributeError:
+        raise TypeError(f"{what} takes a RocmStream, got {type(stream).__name__}; wrap foreign "
+                        "streams with RocmStream.from_external") from None
+    if not isinstance(core, StreamCore):
+        raise TypeError(f"{what} takes a RocmStream, got {type(stream).__name__}")
+    return core
+
+
+_defaults: dict[tuple[int, int, int], StreamCore] = {}
+
+
+def default_core(device: int, handle: int = LEGACY_STREAM) -> StreamCore:
+    """The (never closed) core of the legacy or per-thread default stream of ``device``."""
+    be = active()
+    key = (id(be), device, handle)
+    core = _defaults.get(key)
+    if core is None:
+        core = _defaults.setdefault(key, StreamCore(be, handle, device, owned=False))
+    return core
+
