@@ -5,9 +5,11 @@ simulator (cpu backend) or numba-hip (hip backend). Importing this module select
 """
 from __future__ import annotations
 
+from typing import Any
+
 from rocmstreams.backends import active as _active
 
-cuda = _active().numba_module()
+cuda: Any = _active().numba_module()  # numba.cuda, its simulator or numba.hip
 
 from .latch import Latch, latch  # noqa: E402
 from .elementwise import add_scalar, saxpy, scale  # noqa: E402

@@ -61,6 +61,14 @@ class Graph:
 
     __slots__ = ("_backend", "_device", "_state", "_reason", "_kept", "_handle", "_finalizer",
                  "_capture", "__weakref__")
+    _backend: Backend
+    _device: int
+    _state: str
+    _reason: str
+    _kept: list[Any]  # the arguments captured work was given
+    _handle: Handle | None
+    _finalizer: Any
+    _capture: Capture | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a Graph is made by RocmStream.capture(): "
@@ -73,10 +81,10 @@ class Graph:
         self._device = device
         self._state = _CAPTURING
         self._reason = ""
-        self._kept: list[Any] = []  # the arguments captured work was given
-        self._handle: Handle | None = None
-        self._finalizer: Any = None
-        self._capture: Capture | None = None
+        self._kept = []  # the arguments captured work was given
+        self._handle = None
+        self._finalizer = None
+        self._capture = None
         return self
 
     # state ---------------------------------------------------------------------------------------

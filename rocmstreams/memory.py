@@ -58,6 +58,12 @@ class DeviceArray:
     # __rocmstreams_abi__: the kernel-ABI values the Numba integration caches on the array
     __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "__rocmstreams_abi__",
                  "__weakref__")
+    _ptr: int
+    _shape: tuple[int, ...]
+    _dtype: np.dtype
+    _device: int
+    _keepalive: object
+    __rocmstreams_abi__: tuple[Any, tuple[int, ...]] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("use rocmstreams.empty, empty_like, to_device or device_view")
@@ -211,7 +217,9 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.nd
     block = _Block(ptr, nbytes, be.get_device(), Handle(ptr, be.host_free, "page-locked memory"))
     raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
     raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
-    return np.frombuffer(raw, np.uint8, count=nbytes).view(dtype).reshape(shape)
+    # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
+    return np.frombuffer(raw, np.uint8,  # type: ignore[call-overload]
+                         count=nbytes).view(dtype).reshape(shape)
 
 
 def _pinned_block(ary: np.ndarray) -> _Block | None:
@@ -219,7 +227,7 @@ def _pinned_block(ary: np.ndarray) -> _Block | None:
     while base is not None:
         block = getattr(base, "_rocmstreams_block", None)
         if block is not None:
-            return block  # type: ignore[no-any-return]
+            return block
         nxt = getattr(base, "base", None)
         base = getattr(base, "obj", None) if nxt is None else nxt
     return None

@@ -50,6 +50,7 @@ class _Buffer:
     """One page-locked staging buffer and the event that marks its last device copy."""
 
     __slots__ = ("memory", "event", "nbytes", "view", "recorded", "_be")
+    view: np.ndarray
 
     def __init__(self, be: Backend, nbytes: int) -> None:
         ptr = be.host_malloc(nbytes)
@@ -61,7 +62,9 @@ class _Buffer:
             raise
         self._be = be
         self.nbytes = nbytes
-        self.view = np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), np.uint8)
+        # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
+        self.view = np.frombuffer(  # type: ignore[call-overload]
+            (ctypes.c_byte * nbytes).from_address(ptr), np.uint8)
         self.recorded = False
 
     @property

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import operator
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -111,6 +112,10 @@ class RocmStream:
     """
 
     __slots__ = ("__rocmstreams_core__", "_options", "_finalizer", "_key", "__weakref__")
+    __rocmstreams_core__: StreamCore
+    _options: StreamOptions | None
+    _finalizer: weakref.finalize | None
+    _key: tuple[str, int, int | None]
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None, options: StreamOptions | None = None) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import numbers
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
 from .core import lifetime
@@ -89,7 +89,9 @@ def check_timeout(timeout: Any) -> None:
     """Refuse a ``timeout=`` that is not None or a non-negative number of seconds."""
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+    # cast: typeshed's numbers.Real declares no >= (every real number compares with 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or \
+            not cast(float, timeout) >= 0:
         raise ValueError(f"timeout must be a non-negative number of seconds or None, got "
                          f"{timeout!r}")
 
@@ -203,7 +205,7 @@ class StreamCore(Handle):
         finally:
             users.pop()
             if self.value is None and not users:
-                self._release()
+                self.finish()
 
     def add_callback(self, fn: Callable[..., Any], args: tuple) -> None:
         """Queue ``fn(*args)`` on a host thread after earlier work; its exception is raised by
@@ -241,7 +243,7 @@ class StreamCore(Handle):
         finally:
             users.pop()
             if self.value is None and not users:
-                self._release()
+                self.finish()
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until the stream is idle; interruptible, ``timeout`` seconds at most."""
@@ -309,7 +311,7 @@ class StreamCore(Handle):
         finally:
             self.users.pop()
             if self.value is None and not self.users:
-                self._release()
+                self.finish()
 
     # ---- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:

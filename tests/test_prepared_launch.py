@@ -244,7 +244,7 @@ def test_launches_from_many_threads_keep_their_own_arguments(make_stream, rng):
     assert not errors, errors
     for key, h in results.items():
         t, j = divmod(key, 1000)
-        np.testing.assert_allclose(h, t * x + j, rtol=1e-12)
+        np.testing.assert_allclose(h, t * x + j, rtol=1e-12, atol=1e-14)  # a GPU fuses a*x+b
     assert len(results) == 4 * per_thread
 
 

@@ -29,7 +29,7 @@ _hooks: list[Callable[[Backend], None]] = []
 
 
 def _load(name: str) -> Backend:
-    return importlib.import_module(f"{__name__}.{name}").load()  # type: ignore[no-any-return]
+    return importlib.import_module(f"{__name__}.{name}").load()
 
 
 def _choose() -> Backend:

@@ -389,6 +389,7 @@ class CpuBackend:
             return buf if addr < buf.ctypes.data + buf.nbytes else None
 
     def _memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        src_buf: np.ndarray | ctypes.Array[ctypes.c_char] | None
         dst_buf, src_buf = self._buffer_at(dst), self._buffer_at(src)
         if (dst_buf is None or src_buf is None) and self._captures and \
                 self._worker(stream) in self._captures:
@@ -553,7 +554,8 @@ def _host_view(info: Any) -> np.ndarray:
     span = sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize if count else 0
     raw = (ctypes.c_byte * max(span, 1)).from_address(info.address) if info.address \
         else bytearray(1)
-    return np.ndarray(shape, dtype, buffer=raw, strides=strides)
+    # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
+    return np.ndarray(shape, dtype, buffer=raw, strides=strides)  # type: ignore[arg-type]
 
 
 def load() -> CpuBackend:

@@ -81,7 +81,7 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     parameters go as one buffer (CU_LAUNCH_PARAM_BUFFER_POINTER = 1, _SIZE = 2, _END = 0 in
     cuda.h) where the driver's parameter offsets agree with the prepared layout.
     """
-    from cuda.bindings import driver
+    from cuda.bindings import driver  # type: ignore[import-untyped, unused-ignore]  # no py.typed
 
     success = driver.CUresult.CUDA_SUCCESS
     legacy = int(driver.CU_STREAM_LEGACY)
@@ -100,7 +100,7 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
             query, target = driver.cuKernelGetParamInfo, driver.CUkernel(handle)
         else:
             query, target = driver.cuFuncGetParamInfo, function
-        found = []
+        found: list[tuple[int, int]] = []
         for index in range(count + 1):
             status, offset, size = query(target, index)
             if status != success:

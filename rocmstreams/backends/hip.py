@@ -30,7 +30,9 @@ def _numba_hip() -> Any:
     # needs ROCm and an AMD GPU), so it stays this small. numba.hip mirrors numba.cuda's API
     # (jit, configure, external_stream, legacy/per_thread_default_stream); pose_as_cuda() makes
     # `from numba import cuda` give numba.hip, so code written for numba.cuda runs unchanged.
-    from numba import hip as numba_hip
+    # numba.hip comes from numba-hip (often not installed), so mypy may not see it
+    from numba import hip  # type: ignore[attr-defined, unused-ignore]
+    numba_hip: Any = hip
     if sys.modules.get("numba.cuda") is not numba_hip:
         numba_hip.pose_as_cuda()
     return numba_hip

@@ -39,7 +39,7 @@ import itertools
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
@@ -82,7 +82,8 @@ def _run_host_fn(key: int | None) -> None:
 
 
 _TRAMPOLINE = _HostFn(_run_host_fn)  # lives as long as the module: the runtime keeps its address
-_TRAMPOLINE_ADDRESS: int = ctypes.cast(_TRAMPOLINE, ctypes.c_void_p).value
+# a callback's address is never NULL, so c_void_p.value (int | None) is an int here
+_TRAMPOLINE_ADDRESS: int = cast(int, ctypes.cast(_TRAMPOLINE, ctypes.c_void_p).value)
 
 
 def capture_codes(error_enum: Any, prefix: str) -> frozenset[int]:
@@ -233,6 +234,7 @@ class RuntimeBackend:
               error_class: type[RocmStreamsError] = RocmStreamsError) -> RocmStreamsError:
         """The error for status ``code``: every failure of this backend is built here."""
         a = self._a
+        cls: type[RocmStreamsError]
         if code == a.out_of_memory:
             cls, hint = OutOfMemoryError, "; free memory (or allocate less) and try again"
         elif code == a.invalid_device:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from typing import Iterator
+from typing import Iterator, SupportsIndex, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def check_device(device: object | None) -> int:
     if isinstance(device, (bool, np.bool_)):
         raise InvalidDeviceError(f"device must be an int ordinal, got {device!r}; {valid}")
     try:
-        ordinal = operator.index(device)
+        ordinal = operator.index(cast(SupportsIndex, device))  # TypeError when it is not
     except TypeError:
         raise InvalidDeviceError(
             f"device must be an int ordinal, got {type(device).__name__} {device!r}; {valid}"

@@ -78,7 +78,7 @@ class Handle:
     def leave(self) -> None:
         self.users.pop()
         if self.value is None and not self.users:
-            self._release()
+            self.finish()
 
     def close(self) -> None:
         """Mark closed now; release once no operation is in flight. Idempotent; warns on a
@@ -87,9 +87,11 @@ class Handle:
             return
         self.value = None
         if not self.users:
-            self._release()
+            self.finish()
 
-    def _release(self) -> None:
+    def finish(self) -> None:
+        """Release the raw handle, once (whoever calls first); only once it is closed and no
+        operation is in flight."""
         try:
             value = self._token.pop()
         except IndexError:

@@ -10,9 +10,12 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 mkdir -p /tmp/site
 for w in "$repo"/.devsite/wheels/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done
-rm -rf /tmp/src && mkdir -p /tmp/src
-cp -r "$repo/rocmstreams" "$repo/tests" "$repo/benchmarks" /tmp/src/
-cp -r "$repo/kernels" /tmp/src/rocmstreams/kernels
+lay_out() {  # repo dir, target: the package as installed (kernels/ -> rocmstreams/kernels)
+  rm -rf "$2" && mkdir -p "$2"
+  cp -r "$1/rocmstreams" "$1/tests" "$1/benchmarks" "$2/"
+  rm -rf "$2/rocmstreams/kernels" && cp -r "$1/kernels" "$2/rocmstreams/kernels"
+}
+lay_out "$repo" /tmp/src
 export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 nvidia-smi -L
 python3 -c "import numpy, numba, numba.cuda, cuda.bindings, rocm.bindings.hip as h; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cuda.bindings', cuda.bindings.__version__)"
@@ -48,6 +51,22 @@ else
   run_suite cuda
 fi
 run_suite hip "${hipenv[@]}"
+fi
+# COMPARE=DIR: benchmarks/overhead.py of the tree in DIR (an older commit, untracked copy) and
+# of this one, alternating twice, then both side by side (benchmarks/compare_overhead.py).
+if [ -n "${COMPARE:-}" ]; then
+  lay_out "$repo/$COMPARE" /tmp/old
+  for round in 1 2; do
+    for side in old new; do
+      src=/tmp/src; [ $side = old ] && src=/tmp/old
+      echo "=== overhead.py, $side tree, round $round ==="
+      (cd $src && PYTHONPATH=$src:/tmp/site ROCMSTREAMS_BACKEND=cuda timeout 240 python3 \
+        benchmarks/overhead.py --json "$out/overhead_${side}_$round.json" \
+        > "$out/overhead_${side}_$round.txt" 2>&1; echo "exit $?")
+    done
+  done
+  python3 /tmp/src/benchmarks/compare_overhead.py "$out"/overhead_old_*.json -- \
+    "$out"/overhead_new_*.json | tee "$out/compare.txt"
 fi
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT.
 if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then

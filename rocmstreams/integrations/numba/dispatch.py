@@ -31,7 +31,7 @@ _MAX_GRID = (2 ** 31 - 1, 65535, 65535)
 _configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
 
 
-class KernelLaunch(functools.partial):  # type: ignore[type-arg]
+class KernelLaunch(functools.partial):
     """A kernel configured with a grid, a block and a stream; call it with the arguments.
 
     What ``kernel[blocks, threads, stream]`` returns for a RocmStream. Calling it submits the
@@ -40,7 +40,7 @@ class KernelLaunch(functools.partial):  # type: ignore[type-arg]
 
     @property
     def launcher(self) -> KernelLauncher:
-        return self.args[1].__self__  # type: ignore[no-any-return]
+        return self.args[1].__self__
 
     @property
     def dispatcher(self) -> Any:
@@ -48,19 +48,19 @@ class KernelLaunch(functools.partial):  # type: ignore[type-arg]
 
     @property
     def griddim(self) -> tuple[int, int, int]:
-        return self.args[2][:3]  # type: ignore[no-any-return]
+        return self.args[2][:3]
 
     @property
     def blockdim(self) -> tuple[int, int, int]:
-        return self.args[2][3:6]  # type: ignore[no-any-return]
+        return self.args[2][3:6]
 
     @property
     def sharedmem(self) -> int:
-        return self.args[2][6]  # type: ignore[no-any-return]
+        return self.args[2][6]
 
     @property
     def stream_core(self) -> StreamCore:
-        return self.func.__self__  # type: ignore[no-any-return]
+        return self.func.__self__  # type: ignore[attr-defined]  # a bound method
 
     def __repr__(self) -> str:
         name = getattr(self.dispatcher, "__name__", "kernel")
@@ -125,7 +125,7 @@ def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLaunche
     """The launcher of ``dispatcher`` on ``device``: prepared where the backend can, made once
     and kept on the dispatcher (so it goes when the kernel does)."""
     try:
-        return getattr(dispatcher, _LAUNCHERS)[device]  # type: ignore[no-any-return]
+        return getattr(dispatcher, _LAUNCHERS)[device]
     except (AttributeError, KeyError):
         pass
     driver = backend.kernel_driver()
@@ -135,7 +135,7 @@ def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLaunche
         with using_device(device):
             launcher = PreparedLauncher(dispatcher, driver, _array_types(backend))
     found = dispatcher.__dict__.setdefault(_LAUNCHERS, {})
-    return found.setdefault(device, launcher)  # type: ignore[no-any-return]
+    return found.setdefault(device, launcher)
 
 
 def _array_types(backend: Backend) -> tuple[type, ...]:

@@ -31,7 +31,7 @@ import itertools
 import linecache
 import struct
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -63,6 +63,9 @@ class _ParamBuffer:
     Buffer mode (``markers``): the parameters at their own offsets, ``params`` None and
     ``extra`` the address of ``{POINTER, buffer, SIZE, &size, END}``.
     """
+
+    params: int | None
+    extra: Any
 
     def __init__(self, nbytes: int, markers: tuple[int, int, int] | None, extra: Any) -> None:
         self.data = bytearray(max(nbytes, 8))
@@ -381,7 +384,7 @@ class PreparedLauncher(KernelLauncher):
             found = info(function, len(sizes))
         except Exception:  # noqa: BLE001 - a driver that cannot say: per-parameter pointers
             return None
-        return None if found is None else [tuple(pair) for pair in found]
+        return None if found is None else [cast("tuple[int, int]", tuple(pair)) for pair in found]
 
     def _abi_maker(self) -> Callable[[Any], tuple[Any, tuple[int, ...]]]:
         typeof = self.dispatcher.typeof_pyval
