@@ -9,7 +9,7 @@ from .core.device import check_device, using_device
 from .core.lifetime import Handle
 from .errors import EventNotReadyError, EventNotRecordedError, EventTimingDisabledError, \
     StreamClosedError
-from .streamcore import RECORD, WAIT, StreamCore, check_timeout, core_of, default_core, \
+from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, \
     refuse_in_callback, wait_blocking
 
 if TYPE_CHECKING:
@@ -102,11 +102,17 @@ class Event:
             raise ValueError(f"this event belongs to device {self._device}; record it on a "
                              f"stream of that device, not of device {core.device}")
         handle = self._handle
-        event = handle.enter()
+        users = handle.users
+        users.append(None)
         try:
-            core.submit(RECORD, type(core.calls).event_record, event)
+            event = handle.value
+            if event is None:
+                raise StreamClosedError(handle.closed_message())
+            core.record(event)
         finally:
-            handle.leave()
+            users.pop()
+            if handle.value is None and not users:
+                handle.finish()
         self._recorded = True
         return self
 

@@ -43,6 +43,7 @@ _REFUSED_IN_CAPTURE = {
 
 # ---- host callbacks ----------------------------------------------------------------------------
 _callback_thread = threading.local()
+_running: list[None] = []  # one entry per host callback running now, on any thread
 
 
 def refuse_in_callback(what: str) -> None:
@@ -59,11 +60,13 @@ def _wrap_callback(fn: Callable[..., Any], args: tuple,
                    errors: list[tuple[Callable[..., Any], BaseException]]) -> Callable[[], None]:
     def call() -> None:
         _callback_thread.active = True
+        _running.append(None)
         try:
             fn(*args)
         except BaseException as exc:  # noqa: BLE001 - delivered at synchronize()
             errors.append((fn, exc))
         finally:
+            _running.pop()
             _callback_thread.active = False
     return call
 
@@ -199,9 +202,26 @@ class StreamCore(Handle):
                 if kind not in _CAPTURED:
                     raise CaptureError(_REFUSED_IN_CAPTURE[kind])
                 capture.kept.append(args)
-            if _callback_thread.__dict__:
+            if _running:
                 refuse_in_callback(kind)
             return fn(self.calls, *args)
+        finally:
+            users.pop()
+            if self.value is None and not users:
+                self.finish()
+
+    def record(self, event: int) -> None:
+        """Record ``event`` after the work queued so far (the door written out: a hot path)."""
+        users = self.users
+        users.append(None)
+        try:
+            if self.value is None:
+                raise StreamClosedError(self.closed_message())
+            if self.capture is not None:
+                raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
+            if _running:
+                refuse_in_callback(RECORD)
+            self.calls.event_record(event)
         finally:
             users.pop()
             if self.value is None and not users:
@@ -222,7 +242,7 @@ class StreamCore(Handle):
         if self.capture is not None:
             self.leave()
             raise _capturing(what)
-        if _callback_thread.__dict__:
+        if _running:
             try:
                 refuse_in_callback(what)
             except BaseException:

@@ -199,6 +199,10 @@ class RuntimeBackend:
         self._bound: dict[str, Callable[..., tuple]] = {}
         self._success = adapter.error_enum(_SUCCESS)
         self._kernel_driver: KernelDriver | None = None
+        # bound calls by stream handle, kept while the stream lives (a pooled stream's calls
+        # serve the RocmStream that reuses it), and the binding's event objects by handle
+        self._calls: dict[int, RuntimeStreamCalls] = {}
+        self._events: dict[int, Any] = {}
 
     # ---- the choke point ---------------------------------------------------------------------
     def _fn(self, fn: str) -> Callable[..., tuple]:
@@ -344,7 +348,19 @@ class RuntimeBackend:
         return handle
 
     def stream_calls(self, stream: int) -> "RuntimeStreamCalls":
-        return RuntimeStreamCalls(self, stream)
+        calls = self._calls.get(stream)
+        if calls is None:
+            calls = RuntimeStreamCalls(self, stream)
+            if stream in self._live["streams"] or stream in (LEGACY_STREAM, PER_THREAD_STREAM):
+                self._calls[stream] = calls
+        return calls
+
+    def event_object(self, event: int) -> Any:
+        """The binding's object for event handle ``event`` (made once per handle)."""
+        found = self._events.get(event)
+        if found is None:
+            found = self._events[event] = self._a.event_object(event)
+        return found
 
     def stream_destroy(self, stream: int) -> None:
         live = self._live["streams"]
@@ -358,6 +374,7 @@ class RuntimeBackend:
                 pool.append(stream)
                 return
         self._a.kernels.forget(stream)
+        self._calls.pop(stream, None)
         if not self._a.releases_gil:
             self._wait_polling("StreamQuery", self._stream(stream))
         result = self._fn("StreamDestroy")(stream)
@@ -393,6 +410,7 @@ class RuntimeBackend:
         self._check(self._call("EventDestroy", event), RocmStreamsError,
                     f"could not destroy event {event:#x}")
         self._live["events"].discard(event)
+        self._events.pop(event, None)
 
     # ---- memory ------------------------------------------------------------------------------
     def malloc(self, nbytes: int) -> int:
@@ -453,7 +471,8 @@ class RuntimeBackend:
 class RuntimeStreamCalls:
     """The runtime's calls bound to one stream handle (see base.StreamCalls)."""
 
-    __slots__ = ("handle", "_be", "_a", "_raw", "_obj", "_ok", "_query", "_sync", "_record")
+    __slots__ = ("handle", "_be", "_a", "_raw", "_obj", "_ok", "_query", "_sync", "_record",
+                 "_events")
 
     def __init__(self, backend: RuntimeBackend, handle: int) -> None:
         a = backend._a
@@ -465,6 +484,7 @@ class RuntimeStreamCalls:
         self._query = backend._fn("StreamQuery")
         self._sync = backend._fn("StreamSynchronize")
         self._record = backend._fn("EventRecord")
+        self._events = backend._events
 
     def query(self) -> bool:
         result = self._query(self._obj)
@@ -481,7 +501,10 @@ class RuntimeStreamCalls:
                             "failed: work queued on it raised or faulted")
 
     def event_record(self, event: int) -> None:
-        result = self._record(self._a.event_object(event), self._obj)
+        obj = self._events.get(event)
+        if obj is None:
+            obj = self._be.event_object(event)
+        result = self._record(obj, self._obj)
         if result[0] is not self._ok:
             self._be._check(result, RocmStreamsError,
                             f"could not record event {event:#x} on stream {self.handle:#x}")

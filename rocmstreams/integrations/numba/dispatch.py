@@ -29,6 +29,10 @@ _LAUNCHERS = "_rocmstreams_launchers"  # per-device launchers, kept on the dispa
 _MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
 _MAX_GRID = (2 ** 31 - 1, 65535, 65535)
 _configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
+#: Configured launches by (kernel, grid, block, stream core), so that a launch in a loop costs one
+#: lookup; bounded (cleared when full), so kernels and streams made on the fly are not kept.
+_launches: dict[tuple[Any, Any, Any, StreamCore], "KernelLaunch"] = {}
+_MAX_KEPT = 4096
 
 
 class KernelLaunch(functools.partial):
@@ -165,17 +169,11 @@ def install(backend: Backend) -> None:
     route_all = backend.name == "cpu"
 
     def __getitem__(self: Any, config: Any) -> Any:
-        try:  # the hot path: [grid, block, RocmStream]
+        try:  # the hot path: [grid, block, RocmStream], configured before
             griddim, blockdim, stream = config
-            core = stream.__rocmstreams_core__
-            cfg = _configs[griddim, blockdim, 0]
+            return _launches[self, griddim, blockdim, stream.__rocmstreams_core__]
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
-        try:
-            launcher = self._rocmstreams_launchers[core.device]
-        except (AttributeError, KeyError):
-            launcher = launcher_of(backend, self, core.device)
-        return KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
 
     def _slow_getitem(self: Any, config: Any) -> Any:
         if type(config) is not tuple or not 2 <= len(config) <= 4:
@@ -188,7 +186,15 @@ def install(backend: Backend) -> None:
         core = getattr(stream, "__rocmstreams_core__", None)
         if isinstance(core, StreamCore):
             launcher = launcher_of(backend, self, core.device)
-            return KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
+            launch = KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
+            if n == 3:
+                if len(_launches) >= _MAX_KEPT:
+                    _launches.clear()
+                try:
+                    _launches[self, config[0], config[1], core] = launch
+                except TypeError:  # an unhashable grid or block (a list)
+                    pass
+            return launch
         if _bad_stream(stream):
             raise TypeError(f"the launch stream must be a RocmStream, a Numba stream or 0 (the "
                             f"legacy default stream), got {type(stream).__name__} {stream!r}")
