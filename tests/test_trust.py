@@ -1,0 +1,278 @@
+"""Trust: closing under concurrent use, no deadlock through finalizers, interruptible and
+time-bounded waits, callbacks that call the runtime, and bad input refused before anything is
+queued, on every backend."""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+
+
+def _bounded(fn, seconds=60.0):
+    """Run ``fn`` on a thread; a deadlock becomes a failure instead of a hang."""
+    box: list[BaseException] = []
+
+    def body():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            box.append(exc)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn.__name__} did not finish in {seconds} s (deadlock?)"
+    if box:
+        raise box[0]
+
+
+# ---- close against concurrent use --------------------------------------------------------------
+@pytest.mark.parametrize("operation", ["add_callback", "launch", "copy", "record", "query"])
+def test_close_while_another_thread_queues_raises_only_stream_closed_error(
+        kernels, operation):
+    a = rs.empty(64, np.float32)
+    host = rs.pinned_empty(64, np.float32)
+    limit = 100 if operation == "launch" else 2000  # simulated kernels are slow to drain
+    for _ in range(8 if operation == "launch" else 20):
+        s = rs.RocmStream(non_blocking=True)
+        ops = {"add_callback": lambda: s.add_callback(lambda: None),
+               "launch": lambda: kernels.add_scalar[1, 64, s](a, np.float32(1)),
+               "copy": lambda: rs.copy_async(host, a, stream=s),
+               "record": lambda: s.record(),
+               "query": lambda: s.query()}
+        op = ops[operation]
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def hammer():
+            started.set()
+            try:
+                for _ in range(limit):
+                    op()
+                while not s.is_closed:
+                    time.sleep(0)
+                op()
+                errors.append(AssertionError(f"{operation} on a closed stream did not raise"))
+            except rs.StreamClosedError:
+                return
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=hammer)
+        t.start()
+        started.wait()
+        time.sleep(0.002)
+        s.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert not errors, errors
+
+
+# ---- finalizers never deadlock -----------------------------------------------------------------
+def test_fresh_arrays_in_a_loop_never_deadlock(kernels):
+    s = rs.RocmStream(non_blocking=True)
+    out = rs.empty(32, np.float32)
+
+    def loop():
+        for i in range(2500):
+            d = rs.to_device(np.full(32, i, np.float32), stream=s)
+            kernels.scale[1, 32, s](out, np.float32(2), d)
+        s.synchronize()
+
+    _bounded(loop, 120)
+    np.testing.assert_array_equal(out.copy_to_host(stream=s), np.full(32, 2 * 2499, np.float32))
+    s.synchronize()
+    s.close()
+
+
+def test_streams_and_arrays_in_reference_cycles_never_deadlock_the_next_stream():
+    class Holder:
+        def __init__(self):
+            self.me = self
+            self.stream = rs.RocmStream()
+            self.array = rs.empty(16, np.float32)
+
+    def loop():
+        for _ in range(200):
+            Holder()
+            gc.collect()
+            rs.RocmStream().close()
+
+    _bounded(loop, 120)
+
+
+# ---- waits ---------------------------------------------------------------------------------------
+def test_synchronize_with_a_timeout_raises_wait_timeout_and_the_stream_stays_usable(
+        latch, stream):
+    with latch() as gate:
+        gate.hold(stream)
+        t0 = time.perf_counter()
+        with pytest.raises(rs.WaitTimeoutError, match="still running"):
+            stream.synchronize(timeout=0.2)
+        assert 0.15 < time.perf_counter() - t0 < 5
+        assert not stream.query()
+        with pytest.raises(rs.WaitTimeoutError):
+            stream.record().synchronize(timeout=0.1)
+    stream.synchronize()
+    assert stream.query()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+@pytest.mark.parametrize("wait", ["stream", "event", "with"])
+def test_ctrl_c_interrupts_a_wait_within_100_ms_and_the_stream_stays_usable(latch, stream,
+                                                                            wait):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    with latch() as gate:
+        gate.hold(stream)
+        event = stream.record()
+        sent = []
+        timer = threading.Timer(0.2, lambda: (sent.append(time.perf_counter()),
+                                              os.kill(os.getpid(), signal.SIGINT)))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            if wait == "stream":
+                stream.synchronize()
+            elif wait == "event":
+                event.synchronize()
+            else:
+                with rs.RocmStream.from_external(stream):
+                    pass
+        took = time.perf_counter() - sent[0]
+        assert took < 0.1, f"the interrupt took {took * 1e3:.0f} ms"
+        assert not stream.query()
+    stream.synchronize()
+    assert stream.query() and event.query()
+
+
+@pytest.mark.parametrize("bad", [-1, "1", float("nan"), True])
+def test_a_bad_timeout_is_refused_before_waiting(stream, bad):
+    with pytest.raises(ValueError, match="timeout"):
+        stream.synchronize(timeout=bad)
+    stream.synchronize()
+
+
+# ---- callbacks -----------------------------------------------------------------------------------
+def test_a_callback_that_synchronizes_gets_an_error_instead_of_a_hang(stream):
+    seen: list[BaseException] = []
+
+    def cb():
+        try:
+            stream.synchronize()
+        except rs.RocmStreamsError as exc:
+            seen.append(exc)
+
+    stream.add_callback(cb)
+    _bounded(stream.synchronize, 30)
+    assert seen and "host callback" in str(seen[0])
+
+
+def test_many_raising_callbacks_raise_once_with_the_count_of_the_others(stream):
+    def boom(i):
+        raise ValueError(f"callback {i}")
+
+    for i in range(50):
+        stream.add_callback(boom, i)
+    with pytest.raises(rs.CallbackError, match=r"callback 0 .*and 49 more"):
+        stream.synchronize()
+    stream.synchronize()  # all delivered at once
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+class _Seven:
+    def __cuda_stream__(self):
+        return 7
+
+
+def _bad_inputs(kernels, s, a):
+    ev = rs.Event(timing=True)
+    k = kernels.add_scalar
+    one = np.float32(1)
+    return {
+        "negative grid": (lambda: k[-1, 1, s](a, one), ValueError, "between 1 and"),
+        "grid 0": (lambda: k[0, 32, s](a, one), ValueError, "at least one block"),
+        "block 0": (lambda: k[1, 0, s](a, one), ValueError, "between 1 and"),
+        "block 2048": (lambda: k[1, 2048, s](a, one), ValueError, "between 1 and 1024"),
+        "block 64x64": (lambda: k[1, (64, 64), s](a, one), ValueError, "more blocks"),
+        "float grid": (lambda: k[2.5, 32, s](a, one), TypeError, "integer division"),
+        "string stream": (lambda: k[1, 1, "notastream"](a, one), TypeError, "RocmStream"),
+        "int stream": (lambda: k[1, 1, 42](a, one), TypeError, "RocmStream"),
+        "5-tuple": (lambda: k[1, 1, s, 0, 0](a, one), TypeError, "launch configuration"),
+        "negative shared memory": (lambda: k[1, 1, s, -4](a, one), ValueError,
+                                   "non-negative"),
+        "event record on a string": (lambda: ev.record("x"), TypeError, "RocmStream"),
+        "stream record of a string": (lambda: s.record("x"), TypeError, "Event"),
+        "elapsed time to an int": (lambda: ev.elapsed_time(5), TypeError, "end Event"),
+        "elapsed time to None": (lambda: ev.elapsed_time(None), TypeError, "end Event"),
+        "empty(3.5)": (lambda: rs.empty(3.5), TypeError, "shape"),
+        "empty(None)": (lambda: rs.empty(None), TypeError, "shape"),
+        "empty negative": (lambda: rs.empty((4, -1)), ValueError, "non-negative"),
+        "empty overflowing": (lambda: rs.empty((2**32, 2**32), np.float32), ValueError,
+                              "allocate less"),
+        "empty 2**63 bytes": (lambda: rs.empty(2**63, np.uint8), ValueError, "allocate less"),
+        "object dtype to_device": (lambda: rs.to_device(np.array([1, "a"], dtype=object),
+                                                        stream=s), TypeError, "astype"),
+        "object dtype empty": (lambda: rs.empty(4, object), TypeError, "Python objects"),
+        "structured with objects": (lambda: rs.empty(2, np.dtype([("a", "f4"), ("b", "O")])),
+                                    TypeError, "Python objects"),
+        "__cuda_stream__ returning 7": (lambda: rs.RocmStream.from_external(_Seven()),
+                                        TypeError, "(version, handle)"),
+        "copy onto a string stream": (lambda: rs.copy_async(a, np.ones(64, np.float32),
+                                                            stream="s"), TypeError,
+                                      "RocmStream"),
+        "priority float": (lambda: rs.RocmStream(priority=0.5), TypeError, "priority"),
+        "non_blocking int": (lambda: rs.RocmStream(non_blocking=1), TypeError, "True or False"),
+        "options and keywords": (lambda: rs.RocmStream(priority=-1, options=rs.StreamOptions()),
+                                 TypeError, "not both"),
+        "unknown setting": (lambda: rs.configure(stream_pool=3), TypeError, "unknown setting"),
+        "bad setting": (lambda: rs.configure(staging_buffers=0), ValueError, "at least 1"),
+    }
+
+
+CASES = ["negative grid", "grid 0", "block 0", "block 2048", "block 64x64", "float grid",
+         "string stream", "int stream", "5-tuple", "negative shared memory",
+         "event record on a string", "stream record of a string", "elapsed time to an int",
+         "elapsed time to None", "empty(3.5)", "empty(None)", "empty negative",
+         "empty overflowing", "empty 2**63 bytes", "object dtype to_device",
+         "object dtype empty", "structured with objects", "__cuda_stream__ returning 7",
+         "copy onto a string stream", "priority float", "non_blocking int",
+         "options and keywords", "unknown setting", "bad setting"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_refused_with_a_clear_error_nothing_queued_and_the_stream_usable(
+        kernels, stream, case):
+    a = rs.to_device(np.zeros(64, np.float32), stream=stream)
+    stream.synchronize()
+    before = rs.backend().live_handles()
+    call, error, says = _bad_inputs(kernels, stream, a)[case]
+    with pytest.raises(error, match=says):
+        call()
+    assert stream.query(), "something was queued"
+    kernels.add_scalar[1, 64, stream](a, np.float32(1))
+    np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
+    after = rs.backend().live_handles()
+    assert after["allocations"] <= before["allocations"] + 1  # the copy's result only
+
+
+def test_numpy_integer_priorities_and_devices_are_accepted():
+    s = rs.RocmStream(priority=np.int64(-1), device=np.int64(0), non_blocking=np.bool_(True))
+    assert (s.priority, s.device, s.non_blocking) == (-1, 0, True)
+    s.close()
+
+
+def test_capture_does_not_collect_garbage(stream, kernels, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    a = rs.empty(32, np.float32)
+    with stream.capture() as graph:
+        kernels.add_scalar[1, 32, stream](a, np.float32(1))
+    graph.close()
+    assert calls == []
