@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import ctypes
+import os
 import threading
 
 import numpy as np
@@ -132,6 +133,17 @@ _pools: dict[int, _Pool] = {}  # device ordinal -> pool
 _pools_lock = threading.Lock()
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_size = 0
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the parent's threads, and its pinned buffers are the
+    parent's: start with none."""
+    global _executor, _executor_size, _pools_lock
+    _executor, _executor_size, _pools_lock = None, 0, threading.Lock()
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _pool(be: Backend, device: int) -> _Pool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import numbers
+import os
 import threading
 from typing import Any, Callable, TypeVar, cast
 
@@ -100,6 +101,15 @@ def check_timeout(timeout: Any) -> None:
 
 
 _waiters = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="rocmstreams-wait")
+
+
+def _new_waiters() -> None:
+    """A forked child has none of the parent's threads: a fresh waiter pool."""
+    global _waiters
+    _waiters = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="rocmstreams-wait")
+
+
+os.register_at_fork(after_in_child=_new_waiters)
 _SPIN_QUERIES = 8
 
 

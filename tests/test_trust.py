@@ -276,3 +276,104 @@ def test_capture_does_not_collect_garbage(stream, kernels, monkeypatch):
         kernels.add_scalar[1, 32, stream](a, np.float32(1))
     graph.close()
     assert calls == []
+
+
+# ---- threads, forks, faults ----------------------------------------------------------------------
+def test_short_lived_threads_leave_no_per_thread_stream_behind(kernels):
+    a = rs.to_device(np.zeros(8, np.float32))
+    legacy = rs.default_stream()
+    legacy.synchronize()
+
+    def per_thread_workers():
+        return [t for t in threading.enumerate() if t.name.startswith("rocmstreams-cpu-per")]
+
+    base = len(per_thread_workers())
+
+    def touch():
+        s = rs.per_thread_default_stream()
+        kernels.add_scalar[1, 8, s](a, np.float32(1))
+        s.synchronize()
+
+    for _ in range(20):
+        threads = [threading.Thread(target=touch) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    gc.collect()
+    legacy.record().synchronize()  # the legacy stream reaps what ended threads left
+    deadline = time.monotonic() + 10
+    while len(per_thread_workers()) > base and time.monotonic() < deadline:
+        time.sleep(0.05)
+        legacy.record().synchronize()
+    assert len(per_thread_workers()) <= base, per_thread_workers()
+    np.testing.assert_array_equal(a.copy_to_host(stream=legacy)[:1], [200])
+
+
+_FORK_CHILD = """
+import os, sys, numpy as np, rocmstreams as rs
+from rocmstreams.kernels import add_scalar
+s = rs.RocmStream(non_blocking=True)
+a = rs.to_device(np.zeros(8, np.float32), stream=s)
+s.synchronize()
+pid = os.fork()
+if pid == 0:
+    try:
+        s.query()
+        print("inherited stream: no error")
+    except rs.RocmStreamsError as exc:
+        print("inherited stream:", exc)
+    try:
+        b = rs.to_device(np.arange(8, dtype=np.float32))
+        rs.default_stream().synchronize()
+        print("child legacy stream:", b.copy_to_host().tolist())
+    except rs.RocmStreamsError as exc:
+        print("child legacy stream:", exc)
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_clear_error_or_a_working_runtime():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})
+    out = done.stdout
+    assert "inherited stream:" in out and "no error" not in out, out + done.stderr
+    assert "spawn" in out or "parent" in out, out
+    if rs.backend().name == "cpu":  # the cpu runtime starts afresh in the child
+        assert "child legacy stream: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]" in out, out
+
+
+_FAULT = """
+import numpy as np, rocmstreams as rs
+from rocmstreams.kernels import cuda
+@cuda.jit
+def wild(a):
+    a[1 << 40] = 1.0
+s = rs.RocmStream(non_blocking=True)
+a = rs.empty(4, np.float32)
+wild[1, 1, s](a)
+try:
+    s.synchronize()
+except rs.RocmStreamsError as exc:
+    print("FAULT:", exc)
+try:
+    rs.RocmStream()
+except rs.RocmStreamsError as exc:
+    print("AFTER:", exc)
+"""
+
+
+@pytest.mark.skipif(rs.backend().name == "cpu", reason="a GPU kernel fault")
+def test_a_kernel_fault_says_the_context_is_lost_and_to_restart():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _FAULT], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})
+    out = done.stdout
+    assert "FAULT:" in out and "restart the process" in out, out + done.stderr
+    assert "AFTER:" in out and out.count("restart the process") >= 2, out

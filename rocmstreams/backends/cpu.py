@@ -27,6 +27,7 @@ import platform
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -69,6 +70,7 @@ class _Worker:
         self.enqueued = 0
         self.completed = 0
         self.error: BaseException | None = None
+        self.stopped = False
         self._cond = threading.Condition()
         self._queue: collections.deque[_Op | None] = collections.deque()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -90,6 +92,7 @@ class _Worker:
                 self._cond.wait()
 
     def stop(self) -> None:
+        self.stopped = True
         with self._cond:
             self._queue.append(None)
             self._cond.notify_all()
@@ -149,6 +152,10 @@ def _nothing() -> None:
 _ENGINE = threading.Lock()  # the simulator's single kernel slot
 
 
+class _ThreadMarker:
+    """Lives in a thread's local storage: collected when the thread ends."""
+
+
 class CpuBackend:
     """The :class:`~rocmstreams.backends.base.Backend` of the embedded cpu runtime."""
 
@@ -169,6 +176,21 @@ class CpuBackend:
         self._captures: dict[_Worker, _Capture] = {}
         self._graphs: dict[int, list[Callable[[], None]]] = {}
         self._execs: dict[int, _Exec] = {}
+        # per-thread default streams of threads that ended (appended by a finalizer: no lock)
+        self._ended: list[_Worker] = []
+        self._inherited: set[int] = set()  # handles of a parent process, after a fork
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child the worker threads are gone: start afresh. Streams and events
+        inherited from the parent are unknown here (using one raises a clear error)."""
+        self._lock = threading.RLock()
+        self._inherited = self._inherited | set(self._streams) | set(self._events)
+        self._streams, self._events, self._captures = {}, {}, {}
+        self._graphs, self._execs = {}, {}
+        self._legacy = _Worker("rocmstreams-cpu-legacy", blocking=True)
+        self._per_thread = threading.local()
+        self._blocking, self._ended = [], []
 
     def error(self, code: int, what: str, *, name: str | None = None,
               message: str | None = None,
@@ -206,14 +228,31 @@ class CpuBackend:
             if worker is None:
                 worker = _Worker(f"rocmstreams-cpu-per-thread-{threading.get_ident()}", True)
                 self._per_thread.worker = worker
+                # the thread-local dict, and so this marker, goes when the thread ends
+                self._per_thread.marker = marker = _ThreadMarker()
+                weakref.finalize(marker, self._ended.append, worker)
                 with self._lock:
                     self._blocking.append(worker)
             return worker
         try:
             return self._streams[stream]
         except KeyError:
+            if stream in self._inherited:
+                raise _fail(RocmStreamsError, f"stream {stream:#x} belongs to the parent of this "
+                            "forked process; create streams in the child, or start workers "
+                            "with the 'spawn' method (multiprocessing.set_start_method('spawn'))",
+                            _INVALID_HANDLE) from None
             raise _fail(RocmStreamsError, f"no live stream has handle {stream:#x}",
                         _INVALID_HANDLE) from None
+
+    def _reap_ended(self) -> None:
+        """Stop the per-thread default streams of ended threads once their work is done
+        (under the backend lock)."""
+        while self._ended:
+            self._ended.pop().stop()
+        if any(w.stopped and w.completed == w.enqueued for w in self._blocking):
+            self._blocking[:] = [w for w in self._blocking
+                                 if not (w.stopped and w.completed == w.enqueued)]
 
     def _submit(self, stream: int, fn: Callable[[], None],
                 after: Sequence[tuple[_Worker, int]] = ()) -> int:
@@ -235,7 +274,10 @@ class CpuBackend:
                     return 0
             deps = list(after)
             if worker is self._legacy:
-                deps += [(w, w.enqueued) for w in self._blocking if w is not worker]
+                if self._ended or len(self._blocking) > 8:
+                    self._reap_ended()
+                deps += [(w, w.enqueued) for w in self._blocking
+                         if w is not worker and w.completed < w.enqueued]
             elif worker.blocking:
                 deps.append((self._legacy, self._legacy.enqueued))
             return worker.submit(_Op(fn, deps))

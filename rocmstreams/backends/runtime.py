@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import itertools
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ __all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NumbaKerne
            "capture_codes"]
 
 _SUCCESS = 0
+#: Status names (after the prefix) of faults that leave the context unusable.
+_FAULTS = ("IllegalAddress", "LaunchFailure", "IllegalInstruction", "MisalignedAddress",
+           "InvalidAddressSpace", "InvalidPc", "HardwareStackError", "Assert")
 _CAPTURE_ERRORS = ("ErrorStreamCaptureUnsupported", "ErrorStreamCaptureInvalidated",
                    "ErrorStreamCaptureMerge", "ErrorStreamCaptureUnmatched",
                    "ErrorStreamCaptureUnjoined", "ErrorStreamCaptureIsolation",
@@ -203,6 +207,7 @@ class RuntimeBackend:
         # serve the RocmStream that reuses it), and the binding's event objects by handle
         self._calls: dict[int, RuntimeStreamCalls] = {}
         self._events: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     # ---- the choke point ---------------------------------------------------------------------
     def _fn(self, fn: str) -> Callable[..., tuple]:
@@ -251,6 +256,13 @@ class RuntimeBackend:
         if name is None:
             name, found = self._describe(code)
             message = message or found
+        if any(fault in name for fault in _FAULTS):
+            hint += ("; a kernel faulted, and the GPU context is lost after a kernel fault: "
+                     "every later call fails the same way; restart the process")
+        if os.getpid() != self._pid:
+            hint += ("; this process was forked from the one that initialised the GPU, and GPU "
+                     "runtimes do not survive a fork: start worker processes with the 'spawn' "
+                     "method (multiprocessing.set_start_method('spawn'))")
         return cls(what + hint, backend=self.name, code=code, name=name,
                    runtime_message=message)
 
