@@ -12,17 +12,21 @@ the hip backend's ``pose_as_cuda()`` does, and compiled with numba-hip's own pip
 explicit architecture (``compile_hip`` + ``prepare_hip_kernel``): no device is bound and no HIP
 context is needed. What Debian 12's packages allow: import, typing and lowering to numba-hip's
 amdgcn-amd-amdhsa LLVM IR, which llvmlite verifies and numba-hip's bundled AMD LLVM links.
-Linked, architecture-specific IR (``hip.compile_llvm_ir``) needs comgr 3: numba-hip asks comgr
-for each architecture's function attributes and for its HIP device library, and Debian 12's
-comgr 2.4 answers neither (``AssertionError: BC`` for gfx90a, ``RuntimeError: 2``, an unknown ISA,
-for gfx942); that test skips there.
+Linked, architecture-specific IR (``hip.compile_llvm_ir``) and code objects need comgr 3:
+numba-hip asks comgr for each architecture's function attributes and for its HIP device library,
+and Debian 12's comgr 2.4 answers neither (``AssertionError: BC`` for gfx90a, ``RuntimeError: 2``,
+an unknown ISA, for gfx942); those tests skip there. They ran in a Debian sid chroot (comgr
+7.0.2, libclang 21, ld.lld-21; the recipe in ``../shared/numba-hip-offline/README.md``).
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.metadata
 import os
 import re
+import shutil
+import subprocess
 import sys
 import types as pytypes
 from pathlib import Path
@@ -88,6 +92,12 @@ def kernel_ir(name: str, arch: str) -> tuple[list[str], str]:
     dispatcher = getattr(getattr(load_kernels(), module), name)
     library, wrapper = lower(dispatcher.py_func, argtypes, arch)
     return [str(m) for m in library.modules], wrapper.name
+
+
+#: ELF e_flags' EF_AMDGPU_MACH byte of each architecture (LLVM's ELF.h)
+ELF_MACH = {"gfx90a": 0x3F, "gfx942": 0x4C}
+LLD = next((shutil.which(n) for n in ("ld.lld", "ld.lld-23", "ld.lld-22", "ld.lld-21")
+            if shutil.which(n)), None)
 
 
 def comgr_major() -> int | None:
@@ -163,9 +173,12 @@ def test_portable_atomic_add_refuses_what_cuda_atomic_add_refuses():
         lower(kernel, (types.int16[::1], types.int16), "gfx90a")
 
 
-@pytest.mark.skipif((comgr_major() or 3) < 3,
-                    reason="linked IR needs comgr 3; ROCM_PATH holds comgr "
-                           f"{comgr_major()} (Debian 12's 2.4)")
+needs_comgr3 = pytest.mark.skipif(
+    (comgr_major() or 3) < 3,
+    reason=f"linked IR needs comgr 3; ROCM_PATH holds comgr {comgr_major()} (Debian 12's 2.4)")
+
+
+@needs_comgr3
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_every_shipped_kernel_links_to_amdgpu_ir_for_its_architecture(name, arch):
@@ -173,3 +186,39 @@ def test_every_shipped_kernel_links_to_amdgpu_ir_for_its_architecture(name, arch
     dispatcher = getattr(getattr(load_kernels(), module), name)
     ir, _ = hip.compile_llvm_ir(dispatcher.py_func, argtypes, amdgpu_arch=arch)
     assert "amdgpu_kernel" in ir and f'"target-cpu"="{arch}"' in ir
+
+
+@pytest.mark.skipif(LLD is None, reason="no ld.lld to link the relocatable object")
+@needs_comgr3
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_shipped_kernel_makes_a_code_object(name, arch, tmp_path):
+    """numba-hip's linked bitcode, O3 and AMDGPU codegen in its bundled LLVM, ``ld.lld -shared``:
+    what comgr's codegen and link actions do (numba-hip's own ``get_codeobj()`` hands LLVM 23
+    bitcode to comgr, whose older LLVM cannot read it)."""
+    from rocm.bindings.llvm.c.core import LLVMContextCreate
+    from rocm.bindings.llvm.c.target import LLVMInitializeAllAsmPrinters
+    from rocm.bindings.llvm.c.targetmachine import (LLVMCodeGenFileType,
+                                                    LLVMTargetMachineEmitToFile)
+    from numba.hip import amdgcn
+
+    module, argtypes = KERNELS[name]
+    dispatcher = getattr(getattr(load_kernels(), module), name)
+    library, wrapper = lower(dispatcher.py_func, argtypes, arch)
+    bitcode = library.get_linked_llvm_ir(amdgpu_arch=arch, to_bc=True, link_in_hipdevicelib=True)
+    machine = amdgcn.AMDGPUTargetMachine(arch)
+    LLVMInitializeAllAsmPrinters()  # numba-hip initialises the targets, not their printers
+    bitcode = machine.optimize_module(bitcode, passes="default<O3>", to_bc=True)
+    (llvm_module,) = llvmutils._get_module_in_context(LLVMContextCreate(), bitcode)
+    obj, code_object = tmp_path / f"{name}.o", tmp_path / f"{name}.co"
+    error = ctypes.c_char_p()
+    assert LLVMTargetMachineEmitToFile(machine._target_machine, llvm_module, str(obj).encode(),
+                                       LLVMCodeGenFileType.LLVMObjectFile,
+                                       ctypes.addressof(error)) == 0, error.value
+    subprocess.run([LLD, "-shared", "--no-undefined", str(obj), "-o", str(code_object)],
+                   check=True)
+    elf = code_object.read_bytes()
+    assert elf[:4] == b"\x7fELF" and elf[7] == 64  # ELFOSABI_AMDGPU_HSA
+    assert int.from_bytes(elf[18:20], "little") == 224  # EM_AMDGPU
+    assert int.from_bytes(elf[48:52], "little") & 0xFF == ELF_MACH[arch]  # e_flags
+    assert wrapper.name.encode() in elf
