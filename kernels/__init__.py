@@ -1,7 +1,8 @@
 """Numba kernels shipped with rocmstreams (installed as ``rocmstreams.kernels``).
 
 Written once in Numba's CUDA dialect; compiled by numba-cuda (cuda backend), Numba's CUDA
-simulator (cpu backend) or numba-hip (hip backend). Importing this module selects the backend.
+simulator (cpu backend) or numba-hip (hip backend); where the dialects differ (atomics on
+arrays), the kernels call :mod:`.portable`. Importing this module selects the backend.
 """
 from __future__ import annotations
 

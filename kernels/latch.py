@@ -15,6 +15,7 @@ import numpy as np
 import rocmstreams as rs
 
 from . import cuda
+from .portable import atomic_add
 
 RELEASED, TIMED_OUT = 1, 2
 FLAG_GAP = 32  # words between the two flags: separate 128-byte lines
@@ -31,7 +32,7 @@ def latch(flags, status, max_polls):
     """
     if cuda.grid(1) == 0:
         polls = 0
-        while cuda.atomic.add(flags, 0, 0) == 0 and flags[FLAG_GAP] == 0 and polls < max_polls:
+        while atomic_add(flags, 0, 0) == 0 and flags[FLAG_GAP] == 0 and polls < max_polls:
             polls += 1
         status[1] = polls
         status[0] = RELEASED if polls < max_polls else TIMED_OUT
