@@ -33,7 +33,7 @@ def dialect(module: Any) -> str:
 def _hip_atomic_add() -> Any:
     from numba.core import cgutils, types
     from numba.core.typing import signature
-    from numba.hip.extending import intrinsic
+    from numba.hip.extending import intrinsic  # type: ignore[import-not-found, unused-ignore]
 
     supported = (types.int32, types.uint32, types.int64, types.uint64, types.float32,
                  types.float64)

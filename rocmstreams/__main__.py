@@ -13,7 +13,10 @@ def info() -> int:
     import rocmstreams as rs
 
     be = rs.backend()
+    from rocmstreams.backends import PROBES
     print(f"backend: {be.name}")
+    for name, why in PROBES.items():
+        print(f"  not {name}: {why}")
     for dev in be.devices:
         least, greatest = dev.priority_range
         print(f"device {dev.ordinal}: {dev.name}; "

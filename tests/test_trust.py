@@ -362,7 +362,7 @@ try:
 except rs.RocmStreamsError as exc:
     print("FAULT:", exc)
 try:
-    rs.RocmStream()
+    rs.empty(4, np.float32)  # (a new stream may come from the pool without a runtime call)
 except rs.RocmStreamsError as exc:
     print("AFTER:", exc)
 """

@@ -23,6 +23,9 @@ __all__ = ["Backend", "StreamCalls", "KernelDriver", "active", "on_select", "sel
 #: The backends a process can choose from, in the order automatic selection tries them.
 BACKENDS = ("cuda", "hip", "cpu")
 
+#: Why automatic selection passed over each backend it tried before the one it took.
+PROBES: dict[str, BackendUnavailableError] = {}
+
 _lock = threading.Lock()
 _active: Backend | None = None
 _hooks: list[Callable[[Backend], None]] = []
@@ -43,8 +46,10 @@ def _choose() -> Backend:
     for name in BACKENDS[:-1]:
         try:
             return _load(name)
-        except BackendUnavailableError:
-            continue
+        except Exception as exc:  # a failing probe never ends selection; its reason is kept
+            PROBES[name] = exc if isinstance(exc, BackendUnavailableError) else (
+                BackendUnavailableError(f"the {name} probe failed: {type(exc).__name__}: {exc}",
+                                        backend=name))
     return _load("cpu")
 
 

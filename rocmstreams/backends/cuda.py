@@ -151,6 +151,12 @@ def load() -> RuntimeBackend:
         raise BackendUnavailableError(
             f"the cuda backend needs cuda-python's cuda.bindings, which did not import ({exc}); "
             f"{_INSTALL}") from exc
+    if not hasattr(runtime, "cudaStreamLegacy"):  # hip-python-interop's HIP-backed module
+        raise BackendUnavailableError(
+            f"cuda.bindings.runtime here ({runtime.__file__}) is not NVIDIA's: hip-python-interop "
+            "(which numba-hip needs) installs a HIP-backed module under that name. Use the hip "
+            "backend in this environment, or another virtual environment with the [cuda] extra",
+            backend="cuda")
     backend = RuntimeBackend(_adapter(runtime))
     try:
         count = backend.get_device_count()

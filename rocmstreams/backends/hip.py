@@ -48,10 +48,33 @@ def _kernel_module() -> Any:
             "numba-cuda (the HIP-on-CUDA test rig), or unset it")
     try:
         return _numba_hip()
-    except ImportError as exc:
+    except Exception as exc:  # numba-hip 0.2.1's import fails in each of the ways below
         raise BackendUnavailableError(
-            f"kernels on the hip backend need numba-hip, which did not import ({exc}): "
-            "`pip install numba-hip` on a machine with ROCm") from exc
+            f"kernels on the hip backend need numba-hip, which did not import "
+            f"({type(exc).__name__}: {exc}): {_numba_hip_missing(exc)}") from exc
+
+
+def _numba_hip_missing(exc: Exception) -> str:
+    """What to install or set, for each way numba-hip 0.2.1's import was seen to fail."""
+    text = str(exc)
+    if isinstance(exc, AttributeError) and "cuda.bindings" in text:
+        return ("NVIDIA's cuda-bindings (numba-cuda brings it) overwrote hip-python-interop's "
+                "HIP-backed cuda.bindings; install rocmstreams[rocm] into a virtual environment "
+                "without cuda-bindings or numba-cuda")
+    if type(exc).__name__ == "LibclangError":
+        return ("numba-hip parses HIP headers with libclang (22 works, 15 does not): set "
+                "NUMBA_HIP_LIBCLANG_FILE to it, or provide $ROCM_PATH/llvm/lib/libclang.so")
+    if isinstance(exc, FileNotFoundError) and "clang" in text:
+        return ("libclang needs its resource headers: $ROCM_PATH/llvm/lib/clang/<version> "
+                "(Debian: libclang-common-<version>-dev)")
+    if "hiprtc" in text:
+        return "numba-hip needs ROCm's libhiprtc-builtins.so under $ROCM_PATH/lib"
+    if "comgr" in text:
+        return "numba-hip needs ROCm's code-object manager, $ROCM_PATH/lib/libamd_comgr.so"
+    if "librocm_sysdeps" in text:
+        return ("numba-hip's LLVM needs ROCm's librocm_sysdeps_z/zstd.so.1 (in "
+                "$ROCM_PATH/lib/rocm_sysdeps/lib, on LD_LIBRARY_PATH)")
+    return "`pip install rocmstreams[rocm]` on a machine with ROCm, with ROCM_PATH set to it"
 
 
 def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
