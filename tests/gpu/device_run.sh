@@ -26,7 +26,7 @@ run_suite() {  # backend, extra env...
   local be=$1; shift
   echo "=== suite on $be ==="
   env "$@" ROCMSTREAMS_BACKEND=$be timeout 280 python3 -m pytest -q -p no:cacheprovider \
-    -o timeout=90 -rs tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
+    -o timeout=90 -rfEs tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
   echo "exit $?"; tail -n 25 "$out/suite_$be.log"
 }
 hipenv=(LD_LIBRARY_PATH=/tmp/hiplib:${LD_LIBRARY_PATH:-} ROCMSTREAMS_HIP_KERNELS=numba-cuda)
