@@ -41,6 +41,7 @@ def _add_one_graph(kernels, stream, d):
 @pytest.fixture
 def spy(monkeypatch, runtime):
     """Records the graph handles the backend destroys: ``calls['graph_destroy']`` etc."""
+    collect()  # graphs earlier tests dropped are released now, not counted here
     calls = {"graph_destroy": [], "graph_exec_destroy": [], "graph_instantiate": []}
     for name, seen in calls.items():
         original = getattr(runtime, name)

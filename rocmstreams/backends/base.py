@@ -80,6 +80,9 @@ class KernelDriver:
     extra: Any = 0
     buffer_markers: tuple[int, int, int] | None = None
     param_info: Callable[[Any, int], list[tuple[int, int]] | None] | None = None
+    #: ``recover(status, device)``: True when the failure was a thread with no current context
+    #: and ``device``'s context is now current, so the launch may be made once more.
+    recover: Callable[[Any, int], bool] = lambda status, device: False
 
 
 class Backend(Protocol):

@@ -118,9 +118,17 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
                              name=name.decode() if name else None,
                              message=message.decode() if message else None)
 
+    def recover(status: Any, device: int) -> bool:
+        """A thread that never used the runtime has no current context (201): binding the
+        device's primary context to it, as the runtime does on first use, lets it launch."""
+        if int(status) != 201:  # CUDA_ERROR_INVALID_CONTEXT
+            return False
+        backend.set_device(device)
+        return True
+
     return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
                         stream=stream, error=error, buffer_markers=(1, 2, 0),
-                        param_info=param_info)
+                        param_info=param_info, recover=recover)
 
 
 def _adapter(runtime: Any) -> RuntimeAdapter:

@@ -95,8 +95,18 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     def error(status: Any, what: str) -> BaseException:
         return backend.error(int(status), what)
 
+    invalid_context = int(hip.hipError_t.hipErrorInvalidContext)
+
+    def recover(status: Any, device: int) -> bool:
+        """A thread with no current context: make ``device`` current and launch once more."""
+        if int(status) != invalid_context:
+            return False
+        backend.set_device(device)
+        return True
+
     return KernelDriver(launch=hip.hipModuleLaunchKernel, success=hip.hipError_t.hipSuccess,
-                        function=function, stream=stream, error=error, extra=None)
+                        function=function, stream=stream, error=error, extra=None,
+                        recover=recover)
 
 
 def _version(value: int) -> str:

@@ -137,7 +137,7 @@ def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLaunche
         launcher: KernelLauncher = KernelLauncher(dispatcher)
     else:
         with using_device(device):
-            launcher = PreparedLauncher(dispatcher, driver, _array_types(backend))
+            launcher = PreparedLauncher(dispatcher, driver, _array_types(backend), device)
     found = dispatcher.__dict__.setdefault(_LAUNCHERS, {})
     return found.setdefault(device, launcher)
 

@@ -105,7 +105,9 @@ def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
 # registered with linecache, so tracebacks through it show these lines). Names it uses:
 # a<i> the arguments, C<i> their Python types, T<i> an array's Numba type, m<i> its cached ABI,
 # pack/buf/params/extra the owner thread's parameter buffer, buf2/params2/extra2 the shared one
-# (used under lock), last the arguments packed last, launch/func/ok/fail the driver's call.
+# (used under lock), last the arguments packed last, launch/func/ok/fail the driver's call,
+# recover(status, device) True where the driver fixed what failed (a thread with no current
+# context) and the launch may be made once more.
 _TEMPLATE = """\
 def run(handle, args, config):
     # prepared launch of {name}({signature}), {mode}
@@ -124,6 +126,8 @@ def run(handle, args, config):
                 return False
 {remember}\
         status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]
+        if status is not ok and recover(status, device):
+            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]
     else:
         with lock:
             try:
@@ -131,6 +135,8 @@ def run(handle, args, config):
             except pack_errors:
                 return False
             status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]
+            if status is not ok and recover(status, device):
+                status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]
     if status is not ok:
         raise fail(status, f"{{what}} with grid {{config[:3]}}, block {{config[3:6]}}")
     return True
@@ -208,9 +214,10 @@ class PreparedLauncher(KernelLauncher):
     """
 
     def __init__(self, dispatcher: Any, driver: KernelDriver,
-                 array_types: tuple[type, ...]) -> None:
+                 array_types: tuple[type, ...], device: int = 0) -> None:
         super().__init__(dispatcher)
         self._driver = driver
+        self._device = device
         self._array_types = array_types
         self._families: dict[tuple[type, ...], list[Callable[[int, tuple, tuple], bool]]] = {}
         self._closed_families: set[tuple[type, ...]] = set()
@@ -352,6 +359,7 @@ class PreparedLauncher(KernelLauncher):
             owner=threading.get_ident(), get_ident=threading.get_ident, func=cufunc,
             launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
             lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
+            recover=driver.recover, device=self._device,
             what=f"launching {name}",
             **{f"C{i}": type(a) for i, a in enumerate(args)})
         n = len(args)
