@@ -11,10 +11,9 @@ import numpy as np
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.device import check_device, checked_priority_range, using_device
-from .errors import CaptureError
 from .event import Event
 from .graph import CaptureBlock
-from .streamcore import StreamCore
+from .streamcore import RECORD, WAIT, StreamCore
 
 __all__ = ["RocmStream", "StreamOptions", "default_stream", "per_thread_default_stream"]
 
@@ -311,12 +310,7 @@ class RocmStream:
         if event is not None and not isinstance(event, Event):
             raise TypeError(f"record() takes an Event or nothing, got {type(event).__name__}")
         if event is None:
-            core.enter()
-            core.leave()
-            if core.capture is not None:
-                raise CaptureError("events inside a graph capture are not supported: record "
-                                   "events and wait on streams or events before `with "
-                                   "stream.capture()` or after it")
+            core.check(RECORD)  # before an event is made for it
             event = Event(timing=timing, device=core.device)
         return event.record(self)
 
@@ -341,12 +335,7 @@ class RocmStream:
             if getattr(other, "__cuda_stream__", None) is None:
                 raise TypeError(f"wait() takes an Event or a stream, got {type(other).__name__}")
             other = RocmStream.from_external(other, device=core.device)
-        core.enter()
-        core.leave()
-        if core.capture is not None:
-            raise CaptureError("events inside a graph capture are not supported: record events "
-                               "and wait on streams or events before `with stream.capture()` "
-                               "or after it")
+        core.check(WAIT)  # before a marker is recorded on the other stream
         marker = other.record()
         try:
             marker.wait_on(core)

@@ -220,6 +220,14 @@ class StreamCore(Handle):
             if self.value is None and not users:
                 self.finish()
 
+    def check(self, kind: str) -> None:
+        """Raise now what :meth:`submit` would raise for an operation of ``kind`` (closed
+        stream, capture state), before the caller prepares one (e.g. creates an event)."""
+        self.enter()
+        self.leave()
+        if self.capture is not None and kind not in _CAPTURED:
+            raise CaptureError(_REFUSED_IN_CAPTURE[kind])
+
     def record(self, event: int) -> None:
         """Record ``event`` after the work queued so far (the door written out: a hot path)."""
         users = self.users
