@@ -403,7 +403,8 @@ class CpuBackend:
         try:
             buf = np.empty(max(nbytes, 1) + 256, np.uint8)
         except (MemoryError, ValueError) as exc:
-            raise _fail(OutOfMemoryError, f"cannot allocate {nbytes} bytes", _OUT_OF_MEMORY,
+            raise _fail(OutOfMemoryError, f"cannot allocate {nbytes} bytes; free memory (or "
+                        "allocate less) and try again", _OUT_OF_MEMORY,
                         str(exc)) from None
         ptr = (buf.ctypes.data + 255) & ~255
         with self._lock:
