@@ -1,7 +1,8 @@
 """Event: a marker in a stream's work, for waits, completion checks and timing."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import TYPE_CHECKING, Any, Generator
 
 from .backends import active
 from .core import lifetime
@@ -156,6 +157,12 @@ class Event:
         finally:
             self._handle.leave()
         lifetime.drain()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """``await event``: wait for the work before the last record without blocking the
+        running asyncio loop (a worker thread of the loop waits)."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, self.synchronize).__await__()
 
     def elapsed_time(self, end: "Event") -> float:
         """Milliseconds from this event to ``end``; both must be timing events, recorded, done.

@@ -1,10 +1,12 @@
 """RocmStream: an owned or borrowed GPU stream, usable wherever a Numba launch stream goes."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import operator
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 
@@ -342,8 +344,8 @@ class RocmStream:
         finally:
             marker.close()
 
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on a host thread after all earlier work on the stream.
+    def launch_host_func(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a host thread after all earlier work on the stream (CuPy's name).
 
         Later work waits for it. ``fn`` must not call the GPU runtime (rocmstreams raises if it
         does); an exception it raises is raised as :class:`~rocmstreams.errors.CallbackError` at
@@ -352,8 +354,62 @@ class RocmStream:
         on.
         """
         if not callable(fn):
-            raise TypeError(f"add_callback needs a callable, got {type(fn).__name__}")
+            raise TypeError(f"launch_host_func needs a callable, got {type(fn).__name__}")
         self.__rocmstreams_core__.add_callback(fn, args)
+
+    def add_callback(self, callback: Callable[[Any, int, Any], Any], arg: Any = None) -> None:
+        """Numba's form: run ``callback(stream, status, arg)`` after all earlier work, where
+        ``stream`` is this RocmStream and ``status`` 0 (success), as numba-cuda and CuPy call it.
+
+        Otherwise as :meth:`launch_host_func` (which calls ``fn(*args)``).
+        """
+        if not callable(callback):
+            raise TypeError(f"add_callback needs a callable, got {type(callback).__name__}")
+        self.__rocmstreams_core__.add_callback(callback, (self, 0, arg))
+
+    # numba Stream's surface ------------------------------------------------------------------
+    def __int__(self) -> int:
+        """The raw handle, as ``int(numba_stream)`` gives it."""
+        return self.handle
+
+    def __bool__(self) -> bool:
+        """Always True: a RocmStream (the legacy default one too) is a stream to queue on."""
+        return True
+
+    @property
+    def external(self) -> bool:
+        """True for a borrowed stream (numba's name): rocmstreams does not own it."""
+        return not self.owned
+
+    @contextlib.contextmanager
+    def auto_synchronize(self) -> Iterator["RocmStream"]:
+        """``with stream.auto_synchronize():`` synchronizes the stream when the block ends
+        (numba's name); unlike ``with stream:``, the stream stays open."""
+        yield self
+        self.synchronize()
+
+    def async_done(self) -> "asyncio.Future[None]":
+        """A future of the running asyncio loop, done once the work queued so far has finished.
+
+        ``await stream.async_done()`` (or ``await stream``) waits without blocking the loop and
+        without polling: a host callback on the stream resolves the future. Works inside
+        Jupyter's running loop.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def done() -> None:
+            loop.call_soon_threadsafe(resolve)
+
+        self.__rocmstreams_core__.add_callback(done, ())
+        return future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.async_done().__await__()
 
     def capture(self) -> CaptureBlock:
         """Record the work queued on this stream into a :class:`~rocmstreams.Graph`.

@@ -8,7 +8,7 @@ import rocmstreams as rs
 
 def test_a_callback_gets_its_arguments(stream):
     got = []
-    stream.add_callback(lambda *a: got.append(a), 1, "two", None)
+    stream.launch_host_func(lambda *a: got.append(a), 1, "two", None)
     stream.synchronize()
     assert got == [(1, "two", None)]
 
@@ -17,22 +17,22 @@ def test_an_exception_in_a_callback_is_raised_at_the_next_synchronize(stream):
     def boom():
         raise KeyError("lost key")
 
-    stream.add_callback(boom)
+    stream.launch_host_func(boom)
     with pytest.raises(rs.CallbackError, match="boom raised KeyError") as info:
         stream.synchronize()
     assert isinstance(info.value.__cause__, KeyError)
     stream.synchronize()  # delivered once; the stream goes on
     ran = []
-    stream.add_callback(ran.append, 1)
+    stream.launch_host_func(ran.append, 1)
     stream.synchronize()
     assert ran == [1]
 
 
 def test_work_after_a_failing_callback_still_runs_in_order(stream):
     seen = []
-    stream.add_callback(seen.append, 1)
-    stream.add_callback(lambda: 1 / 0)
-    stream.add_callback(seen.append, 2)
+    stream.launch_host_func(seen.append, 1)
+    stream.launch_host_func(lambda: 1 / 0)
+    stream.launch_host_func(seen.append, 2)
     with pytest.raises(rs.CallbackError):
         stream.synchronize()
     assert seen == [1, 2]
@@ -43,7 +43,7 @@ def test_callbacks_that_need_the_gil_do_not_deadlock_a_synchronizing_host(stream
     # synchronize(); a binding that kept the GIL there would hang (numba-cuda issue 317).
     total = []
     for i in range(50):
-        stream.add_callback(lambda i=i: total.append(sum(range(1000)) + i))
+        stream.launch_host_func(lambda i=i: total.append(sum(range(1000)) + i))
     done = threading.Event()
     result = {}
 
@@ -62,5 +62,5 @@ def test_callbacks_that_need_the_gil_do_not_deadlock_a_synchronizing_host(stream
 
 def test_add_callback_refuses_what_cannot_be_called(stream):
     with pytest.raises(TypeError, match="callable"):
-        stream.add_callback("not callable")
+        stream.launch_host_func("not callable")
     assert stream.query()

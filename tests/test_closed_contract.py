@@ -18,6 +18,7 @@ OPERATIONS = {
     "record": lambda s, k: s.record(),
     "wait_event": lambda s, k: s.wait(rs.Event()),
     "add_callback": lambda s, k: s.add_callback(print),
+    "launch_host_func": lambda s, k: s.launch_host_func(print),
     "handle": lambda s, k: s.handle,
     "cuda_stream": lambda s, k: s.__cuda_stream__(),
     "launch": lambda s, k: k.add_scalar[1, 32, s](rs.empty(32, np.float32), np.float32(1)),

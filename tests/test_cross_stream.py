@@ -26,12 +26,12 @@ def test_s2_waits_on_s1_event_while_an_independent_s3_finishes(latch, stamps, ma
     s2.wait(done)
     stamps.stamp(s2, 2)
     s2_ran = []
-    s2.add_callback(s2_ran.append, True)
+    s2.launch_host_func(s2_ran.append, True)
 
     d.copy_from(x, stream=s3)
     d.copy_to_host(back, stream=s3)
     s3_ran = []
-    s3.add_callback(s3_ran.append, True)
+    s3.launch_host_func(s3_ran.append, True)
     assert _wait_until(s3.query), "independent stream s3 did not finish while s1 was latched"
     s3.synchronize()
     np.testing.assert_array_equal(back, x)

@@ -13,7 +13,7 @@ def test_legacy_default_stream_work_waits_for_a_blocking_stream(latch, make_stre
     legacy = rs.default_stream()
     gate = latch().hold(blocking)
     ran = []
-    legacy.add_callback(ran.append, "legacy")
+    legacy.launch_host_func(ran.append, "legacy")
     _settle()
     assert ran == [] and not legacy.query()
     gate.release()
@@ -26,7 +26,7 @@ def test_legacy_default_stream_work_does_not_wait_for_a_non_blocking_stream(latc
     legacy = rs.default_stream()
     gate = latch().hold(free)
     ran = []
-    legacy.add_callback(ran.append, "legacy")
+    legacy.launch_host_func(ran.append, "legacy")
     legacy.synchronize()
     assert ran == ["legacy"] and not free.query()
     gate.release()
@@ -39,8 +39,8 @@ def test_blocking_stream_work_waits_for_the_legacy_default_stream(latch, make_st
     legacy = rs.default_stream()
     gate = latch().hold(legacy)
     ran = []
-    blocking.add_callback(ran.append, "blocking")
-    free.add_callback(ran.append, "free")
+    blocking.launch_host_func(ran.append, "blocking")
+    free.launch_host_func(ran.append, "free")
     free.synchronize()
     _settle()
     assert ran == ["free"] and not blocking.query()

@@ -61,7 +61,7 @@ def test_capture_records_work_instead_of_running_it(kernels, stream, rng):
     seen = []
     with stream.capture():
         kernels.add_scalar[GRID, BLOCK, stream](d, np.float32(7))
-        stream.add_callback(seen.append, "ran")
+        stream.launch_host_func(seen.append, "ran")
     np.testing.assert_array_equal(_read(d, stream), x)
     assert seen == []
 
@@ -109,9 +109,9 @@ def test_captured_callbacks_run_once_per_replay_in_captured_order(kernels, strea
     d = _device(x, stream)
     seen = []
     with stream.capture() as graph:
-        stream.add_callback(seen.append, "first")
+        stream.launch_host_func(seen.append, "first")
         kernels.add_scalar[GRID, BLOCK, stream](d, np.float32(1))
-        stream.add_callback(seen.append, "second")
+        stream.launch_host_func(seen.append, "second")
     for _ in range(3):
         graph.launch(stream)
     stream.synchronize()
@@ -128,7 +128,7 @@ def test_a_captured_callback_sees_the_work_captured_before_it(kernels, stream, r
     with stream.capture() as graph:
         kernels.add_scalar[GRID, BLOCK, stream](d, np.float32(1))
         d.copy_to_host(out, stream=stream)
-        stream.add_callback(lambda: snapshots.append(out.copy()))
+        stream.launch_host_func(lambda: snapshots.append(out.copy()))
     for _ in range(3):
         graph.launch(stream)
     stream.synchronize()
@@ -197,7 +197,7 @@ def test_an_empty_capture_replays_as_nothing(stream):
 def test_launch_returns_at_once_and_the_replay_waits_for_earlier_work(latch, stream):
     seen = []
     with stream.capture() as graph:
-        stream.add_callback(seen.append, "replayed")
+        stream.launch_host_func(seen.append, "replayed")
     gate = latch()
     gate.hold(stream)
     graph.launch(stream)
@@ -210,13 +210,13 @@ def test_launch_returns_at_once_and_the_replay_waits_for_earlier_work(latch, str
 def test_replays_of_one_graph_on_two_streams_run_one_after_another(latch, stream, make_stream):
     seen = []
     with stream.capture() as graph:
-        stream.add_callback(seen.append, "replay")
+        stream.launch_host_func(seen.append, "replay")
     first, second = make_stream(non_blocking=True), make_stream(non_blocking=True)
     gate = latch()
     gate.hold(first)
     graph.launch(first)
     graph.launch(second)  # ordered behind the launch on `first`, as cudaGraphLaunch orders them
-    second.add_callback(seen.append, "after the second replay")
+    second.launch_host_func(seen.append, "after the second replay")
     time.sleep(0.2)  # time enough for `second` to run ahead, were it not held
     assert seen == []
     gate.release()
@@ -230,7 +230,7 @@ def test_a_failing_captured_callback_raises_at_the_replay_streams_synchronize(st
         raise KeyError("in a replay")
 
     with stream.capture() as graph:
-        stream.add_callback(boom)
+        stream.launch_host_func(boom)
     other = make_stream(non_blocking=True)
     graph.launch(other)
     with pytest.raises(rs.CallbackError, match="boom raised KeyError") as info:

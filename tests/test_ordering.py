@@ -53,7 +53,7 @@ def test_callbacks_run_in_order(stream):
     seen = []
     order = list(range(40))
     for i in order:
-        stream.add_callback(seen.append, i)
+        stream.launch_host_func(seen.append, i)
     stream.synchronize()
     assert seen == order
 
@@ -65,7 +65,7 @@ def test_each_callback_sees_exactly_the_kernels_queued_before_it(kernels, stream
     seen = []
     for i in range(8):
         kernels.stamp[1, 1, stream](counter, rs.device_view(log), np.int32(i))
-        stream.add_callback(lambda: seen.append(int((log >= 0).sum())))
+        stream.launch_host_func(lambda: seen.append(int((log >= 0).sum())))
     stream.synchronize()
     assert seen == list(range(1, 9))
     assert log[:8].tolist() == list(range(8))

@@ -24,7 +24,7 @@ def test_event_query_is_false_until_the_work_before_it_finishes(latch, stream):
 def test_work_queued_behind_a_latch_waits_for_it(latch, stream):
     ran = []
     gate = latch().hold(stream)
-    stream.add_callback(ran.append, 1)
+    stream.launch_host_func(ran.append, 1)
     for _ in range(20):
         assert not stream.query()
     assert ran == []

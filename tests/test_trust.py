@@ -42,7 +42,7 @@ def test_close_while_another_thread_queues_raises_only_stream_closed_error(
     limit = 100 if operation == "launch" else 2000  # simulated kernels are slow to drain
     for _ in range(8 if operation == "launch" else 20):
         s = rs.RocmStream(non_blocking=True)
-        ops = {"add_callback": lambda: s.add_callback(lambda: None),
+        ops = {"add_callback": lambda: s.launch_host_func(lambda: None),
                "launch": lambda: kernels.add_scalar[1, 64, s](a, np.float32(1)),
                "copy": lambda: rs.copy_async(host, a, stream=s),
                "record": lambda: s.record(),
@@ -169,7 +169,7 @@ def test_a_callback_that_synchronizes_gets_an_error_instead_of_a_hang(stream):
         except rs.RocmStreamsError as exc:
             seen.append(exc)
 
-    stream.add_callback(cb)
+    stream.launch_host_func(cb)
     _bounded(stream.synchronize, 30)
     assert seen and "host callback" in str(seen[0])
 
@@ -179,7 +179,7 @@ def test_many_raising_callbacks_raise_once_with_the_count_of_the_others(stream):
         raise ValueError(f"callback {i}")
 
     for i in range(50):
-        stream.add_callback(boom, i)
+        stream.launch_host_func(boom, i)
     with pytest.raises(rs.CallbackError, match=r"callback 0 .*and 49 more"):
         stream.synchronize()
     stream.synchronize()  # all delivered at once
