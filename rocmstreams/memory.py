@@ -308,6 +308,11 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
         core.enter()  # a closed stream still refuses an empty copy
         core.leave()
         return
+    if pageable and d.kind == "host":
+        # A copy into pageable memory returns once the data is there, so it waits for the work
+        # queued before it; wait for that here, interruptibly, and the runtime's copy (which
+        # blocks without answering a signal) has only the copy itself left to do.
+        core.synchronize()
     core.submit(COPY, _queue_copy, dst, src, d, s, pageable, core)
 
 

@@ -125,7 +125,7 @@ def test_synchronize_with_a_timeout_raises_wait_timeout_and_the_stream_stays_usa
 
 
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
-@pytest.mark.parametrize("wait", ["stream", "event", "with"])
+@pytest.mark.parametrize("wait", ["stream", "event", "with", "pageable copy_to_host"])
 def test_ctrl_c_interrupts_a_wait_within_100_ms_and_the_stream_stays_usable(latch, stream,
                                                                             wait):
     if threading.current_thread() is not threading.main_thread():
@@ -137,8 +137,11 @@ def test_ctrl_c_interrupts_a_wait_within_100_ms_and_the_stream_stays_usable(latc
         timer = threading.Timer(0.2, lambda: (sent.append(time.perf_counter()),
                                               os.kill(os.getpid(), signal.SIGINT)))
         timer.start()
+        d = rs.empty(1024, np.float32)
         with pytest.raises(KeyboardInterrupt):
-            if wait == "stream":
+            if wait == "pageable copy_to_host":
+                d.copy_to_host(stream=stream)
+            elif wait == "stream":
                 stream.synchronize()
             elif wait == "event":
                 event.synchronize()
