@@ -52,6 +52,24 @@ else
 fi
 run_suite hip "${hipenv[@]}"
 fi
+# STRESS=1: tests/stress_harness.py at 10^5 operations on cuda and hip; SANITIZE=1:
+# compute-sanitizer memcheck, racecheck and synccheck over the kernel tests on cuda.
+if [ "${STRESS:-0}" = 1 ]; then
+  for be in cuda hip; do
+    echo "=== stress on $be ==="
+    if [ $be = hip ]; then env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 240 python3 tests/stress_harness.py --ops 100000
+    else ROCMSTREAMS_BACKEND=cuda timeout 240 python3 tests/stress_harness.py --ops 100000; fi
+    echo "exit $?"
+  done
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  for tool in memcheck racecheck synccheck; do
+    echo "=== compute-sanitizer --tool $tool (cuda) ==="
+    ROCMSTREAMS_BACKEND=cuda timeout 280 compute-sanitizer --tool $tool --print-limit 20 \
+      python3 -m pytest -q -p no:cacheprovider tests/test_prepared_launch.py tests/test_ordering.py \
+      tests/test_cross_stream.py tests/test_graph_capture.py 2>&1 | tail -n 6
+  done
+fi
 # COMPARE=DIR: benchmarks/overhead.py of the tree in DIR (an older commit, untracked copy) and
 # of this one, alternating twice, then both side by side (benchmarks/compare_overhead.py).
 if [ -n "${COMPARE:-}" ]; then
