@@ -139,6 +139,9 @@ class Backend(Protocol):
     # kernels
     def numba_module(self) -> Any:
         """The ``numba.cuda``-dialect module kernels are compiled with on this backend."""
+    def numba_stream(self, stream: int) -> Any:
+        """The Numba module's own stream object for ``stream`` (an external stream), or None
+        where Numba's streams order nothing (the simulator)."""
     def kernel_driver(self) -> KernelDriver | None:
         """The driver calls of prepared launches; None: every launch takes Numba's own."""
 

@@ -520,6 +520,9 @@ class CpuBackend:
         from numba import cuda
         return cuda
 
+    def numba_stream(self, stream: int) -> Any:
+        return None  # the simulator's streams order nothing: numba calls are queued instead
+
     def kernel_driver(self) -> KernelDriver | None:
         return None  # the simulator has no launch to prepare
 

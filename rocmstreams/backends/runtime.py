@@ -468,6 +468,9 @@ class RuntimeBackend:
     def numba_module(self) -> Any:
         return self._a.kernels.module()
 
+    def numba_stream(self, stream: int) -> Any:
+        return self._a.kernels.stream(stream)
+
     def kernel_driver(self) -> KernelDriver | None:
         if self._kernel_driver is None and self._a.kernel_driver is not None:
             self._kernel_driver = self._a.kernel_driver(self)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from ...backends import on_select
 from .dispatch import KernelLaunch, install, launcher_of
+from .numba_api import install_numba_api
 from .prepared import PreparedLauncher
 
-__all__ = ["KernelLaunch", "PreparedLauncher", "install", "launcher_of"]
+__all__ = ["KernelLaunch", "PreparedLauncher", "install", "install_numba_api", "launcher_of"]
 
 on_select(install)
+on_select(install_numba_api)

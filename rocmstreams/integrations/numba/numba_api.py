@@ -1,0 +1,154 @@
+"""Numba's own API takes a RocmStream: ``cuda.to_device(x, stream=s)``, ``d.copy_to_host(
+stream=s)``, ``d.copy_to_device(h, stream=s)``, ``cuda.event().record(s)``, ``ev.wait(s)``.
+
+On GPU backends Numba's driver turns every stream argument into a handle in two functions
+(``_stream_handle`` and ``_to_core_stream`` of ``numba.cuda.cudadrv.driver``); a RocmStream is
+given to them as the Numba module's external stream of the same handle, so Numba's copies and
+events run on the RocmStream itself, in its order (a closed RocmStream is refused first).
+
+On the cpu backend Numba's simulator copies at call time; with a RocmStream the copy is queued
+on the stream as a host function instead, so it runs after the work queued before it: from the
+host the source is read at the call (as from pageable memory), into the host the call returns
+once the data is there. ``cuda.event()`` there is a rocmstreams Event, so records and waits are
+real cross-stream dependencies.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+
+from ...backends import Backend
+from ...event import Event
+from ...stream import RocmStream, default_stream
+from ...streamcore import StreamCore
+
+__all__ = ["install_numba_api", "SimulatorEvent"]
+
+_PATCHED = "_rocmstreams_patched"
+
+
+def _core_of(stream: Any) -> StreamCore | None:
+    core = getattr(stream, "__rocmstreams_core__", None)
+    return core if isinstance(core, StreamCore) else None
+
+
+def install_numba_api(backend: Backend) -> None:
+    """Make the backend's Numba module take RocmStreams wherever it takes a stream
+    (idempotent)."""
+    module = backend.numba_module()
+    if getattr(module, _PATCHED, False):
+        return
+    if backend.numba_stream(0) is None:
+        _install_simulator(module)
+    else:
+        for place in ("cudadrv.driver", "hipdrv.driver"):  # numba-cuda's, numba-hip's
+            try:
+                driver = importlib.import_module(f"{module.__name__}.{place}")
+            except ImportError:
+                continue
+            _install_driver(backend, driver)
+            break
+    setattr(module, _PATCHED, True)
+
+
+# ---- GPU backends: the driver's stream conversions ----------------------------------------------
+def _install_driver(backend: Backend, driver: Any) -> None:
+    def numba_stream(stream: Any) -> Any:
+        core = _core_of(stream)
+        if core is None:
+            return stream
+        core.enter()  # a closed RocmStream is refused before Numba sees its handle
+        core.leave()
+        return backend.numba_stream(core.calls.handle)
+
+    for name in ("_stream_handle", "_to_core_stream"):
+        original = getattr(driver, name, None)
+        if original is None:
+            continue
+
+        @functools.wraps(original)
+        def converted(stream: Any, _original: Callable[[Any], Any] = original) -> Any:
+            return _original(numba_stream(stream))
+
+        setattr(driver, name, converted)
+
+
+# ---- cpu backend: queue the simulator's copies on the stream --------------------------------------
+class SimulatorEvent:
+    """``cuda.event()`` on the cpu backend: a rocmstreams Event behind Numba's Event API."""
+
+    def __init__(self, timing: bool = True) -> None:
+        self.event = Event(timing=bool(timing))
+
+    def record(self, stream: Any = 0) -> None:
+        self.event.record(stream if _core_of(stream) is not None else None)
+
+    def wait(self, stream: Any = 0) -> None:
+        target = stream if _core_of(stream) is not None else default_stream()
+        target.wait(self.event)
+
+    def query(self) -> bool:
+        return self.event.query()
+
+    def synchronize(self) -> None:
+        self.event.synchronize()
+
+    def elapsed_time(self, evtend: "SimulatorEvent") -> float:
+        return self.event.elapsed_time(evtend.event)
+
+
+def _wait_through(stream: RocmStream) -> None:
+    """Return once the work queued on ``stream`` so far (this call's copy included) ran."""
+    stream.record().synchronize()
+
+
+def _install_simulator(module: Any) -> None:
+    from numba.cuda.simulator.cudadrv import devicearray
+
+    fake = devicearray.FakeCUDAArray
+    to_device = module.to_device
+    copy_to_host = fake.copy_to_host
+    copy_to_device = fake.copy_to_device
+
+    @functools.wraps(to_device)
+    def queued_to_device(ary: Any, stream: Any = 0, copy: bool = True, to: Any = None) -> Any:
+        if _core_of(stream) is None:
+            return to_device(ary, stream=stream, copy=copy, to=to)
+        host = np.array(ary, copy=True, subok=True)  # read now, as from pageable memory
+        if to is not None:
+            stream.launch_host_func(copy_to_device, to, host)
+            return None
+        out = to_device(np.empty_like(host))
+        if copy:
+            stream.launch_host_func(copy_to_device, out, host)
+        return out
+
+    @functools.wraps(copy_to_host)
+    def queued_copy_to_host(self: Any, ary: Any = None, stream: Any = 0) -> Any:
+        if _core_of(stream) is None:
+            return copy_to_host(self, ary, stream=stream)
+        out = np.empty(self.shape, self.dtype) if ary is None else ary
+        stream.launch_host_func(copy_to_host, self, out)
+        _wait_through(stream)
+        return out
+
+    @functools.wraps(copy_to_device)
+    def queued_copy_to_device(self: Any, ary: Any, stream: Any = 0) -> Any:
+        if _core_of(stream) is None:
+            return copy_to_device(self, ary, stream=stream)
+        host = np.array(ary, copy=True, subok=True)
+        stream.launch_host_func(copy_to_device, self, host)
+        return None
+
+    module.to_device = queued_to_device
+    fake.copy_to_host = queued_copy_to_host  # type: ignore[method-assign]
+    fake.copy_to_device = queued_copy_to_device  # type: ignore[method-assign]
+    module.event = SimulatorEvent
+
+    def event_elapsed_time(evtstart: SimulatorEvent, evtend: SimulatorEvent) -> float:
+        return evtstart.elapsed_time(evtend)
+
+    module.event_elapsed_time = event_elapsed_time

@@ -1,0 +1,119 @@
+"""Numba's own API takes a RocmStream, in exact stream order, on every backend.
+
+Restated from numba-cuda's stream, event and async-copy tests, each made order-sensitive: the
+stream is held first by a latch (released at once for non-blocking calls, by a timer for calls
+that return only once the data is there), so an operation that ignores the stream's order reads
+or writes too early every time."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+
+
+@pytest.fixture
+def cuda(kernels):
+    return kernels.cuda
+
+
+def _release_later(gate, seconds=0.3):
+    t = threading.Timer(seconds, gate.release)
+    t.start()
+    return t
+
+
+def test_to_device_on_a_rocmstream_runs_after_the_work_queued_before_it(cuda, kernels, stream,
+                                                                      latch, rng):
+    old, x = rng.random(256).astype(np.float32), rng.random(256).astype(np.float32)
+    dn = cuda.to_device(old)
+    out = rs.empty(256, np.float32)
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 256, stream](out, np.float32(2), dn)  # reads the old data
+        cuda.to_device(x, stream=stream, to=dn)  # numba's copy, after the kernel
+        x_before = x.copy()
+        x[:] = -1  # the source was read at the call
+    np.testing.assert_array_equal(out.copy_to_host(stream=stream), 2 * old)
+    np.testing.assert_array_equal(dn.copy_to_host(stream=stream), x_before)
+
+
+def test_to_device_on_a_rocmstream_gives_a_new_array_filled_in_stream_order(cuda, kernels,
+                                                                          stream, rng):
+    x = rng.random(256).astype(np.float32)
+    dn = cuda.to_device(x, stream=stream)
+    out = rs.empty(256, np.float32)
+    kernels.scale[1, 256, stream](out, np.float32(2), dn)
+    np.testing.assert_array_equal(out.copy_to_host(stream=stream), 2 * x)
+
+
+def test_copy_to_host_on_a_rocmstream_sees_the_kernel_queued_before_it(cuda, kernels, stream,
+                                                                     latch, rng):
+    x = rng.random(128).astype(np.float32)
+    dn = cuda.to_device(np.zeros(128, np.float32))
+    dx = rs.to_device(x, stream=stream)
+    stream.synchronize()
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 128, stream](dn, np.float32(3), dx)  # writes numba's array
+        timer = _release_later(gate)
+        host = dn.copy_to_host(stream=stream)  # returns once the data is there
+        timer.join()
+    np.testing.assert_array_equal(host, 3 * x)
+
+
+def test_copy_to_device_on_a_rocmstream_waits_for_the_kernel_that_reads_the_old_data(
+        cuda, kernels, stream, latch, rng):
+    old, new = rng.random(64).astype(np.float32), rng.random(64).astype(np.float32)
+    dn = cuda.to_device(old)
+    out = rs.empty(64, np.float32)
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 64, stream](out, np.float32(1), dn)  # reads the old data
+        dn.copy_to_device(new, stream=stream)
+    np.testing.assert_array_equal(out.copy_to_host(stream=stream), old)
+    np.testing.assert_array_equal(dn.copy_to_host(stream=stream), new)
+
+
+def test_a_numba_event_recorded_on_a_rocmstream_completes_with_it(cuda, stream, latch):
+    ev = cuda.event()
+    with latch() as gate:
+        gate.hold(stream)
+        ev.record(stream=stream)
+        assert not ev.query()
+    stream.synchronize()
+    ev.synchronize()
+    assert ev.query()
+
+
+def test_a_numba_event_wait_orders_another_rocmstream(cuda, kernels, make_stream, latch):
+    s1, s2 = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    counter = rs.to_device(np.zeros(1, np.int32), stream=s1)
+    log = rs.to_device(np.full(4, -1, np.int32), stream=s1)
+    s1.synchronize()
+    ev = cuda.event()
+    with latch() as gate:
+        gate.hold(s1)
+        kernels.stamp[1, 1, s1](counter, log, np.int32(1))
+        ev.record(stream=s1)
+        ev.wait(stream=s2)
+        kernels.stamp[1, 1, s2](counter, log, np.int32(2))
+    s2.synchronize()
+    assert log.copy_to_host(stream=s1)[:2].tolist() == [1, 2]
+
+
+def test_numbas_elapsed_time_between_events_on_a_rocmstream(cuda, stream):
+    start, end = cuda.event(timing=True), cuda.event(timing=True)
+    start.record(stream=stream)
+    end.record(stream=stream)
+    end.synchronize()
+    assert cuda.event_elapsed_time(start, end) >= 0
+
+
+def test_numbas_calls_refuse_a_closed_rocmstream(cuda):
+    s = rs.RocmStream(non_blocking=True)
+    s.close()
+    with pytest.raises(rs.StreamClosedError):
+        cuda.to_device(np.zeros(4, np.float32), stream=s)
