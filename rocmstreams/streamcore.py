@@ -373,15 +373,30 @@ def _launch_host_func(calls: StreamCalls, fn: Callable[[], None]) -> None:
 
 
 def core_of(stream: Any, what: str = "this call") -> StreamCore:
-    """The core of a RocmStream (anything carrying ``__rocmstreams_core__``); TypeError else."""
-    try:
-        core = stream.__rocmstreams_core__
-    except AttributeError:
-        raise TypeError(f"{what} takes a RocmStream, got {type(stream).__name__}; wrap foreign "
-                        "streams with RocmStream.from_external") from None
-    if not isinstance(core, StreamCore):
-        raise TypeError(f"{what} takes a RocmStream, got {type(stream).__name__}")
-    return core
+    """The core of a stream argument: a RocmStream (anything carrying
+    ``__rocmstreams_core__``), 0 (the legacy default stream), or a foreign stream: any object
+    with ``__cuda_stream__`` (numba-cuda, cuda.core, CuPy, PyTorch), borrowed for the call
+    (never destroyed, its owner kept alive while queued work needs it), and on the cpu backend a
+    Numba simulator stream, which orders nothing and stands for the legacy default stream.
+    TypeError for anything else."""
+    core = getattr(stream, "__rocmstreams_core__", None)
+    if isinstance(core, StreamCore):
+        return core
+    be = active()
+    if type(stream) is int and stream == 0:
+        return default_core(be.get_device())
+    protocol = getattr(stream, "__cuda_stream__", None)
+    if protocol is not None:
+        found = protocol() if callable(protocol) else protocol
+        if isinstance(found, tuple) and len(found) == 2 and found[0] == 0:
+            return StreamCore(be, int(found[1]), be.get_device(), owned=False, owner=stream)
+        raise TypeError(f"{type(stream).__name__}.__cuda_stream__() must return (0, handle), "
+                        f"got {found!r}")
+    if be.numba_stream(LEGACY_STREAM) is None and \
+            type(stream).__module__.startswith("numba.cuda.simulator"):
+        return default_core(be.get_device())
+    raise TypeError(f"{what} takes a RocmStream, 0, or a stream with __cuda_stream__ (numba, "
+                    f"cuda.core, CuPy, PyTorch), got {type(stream).__name__} {stream!r}")
 
 
 _defaults: dict[tuple[int, int, int], StreamCore] = {}

@@ -117,3 +117,35 @@ def test_numbas_calls_refuse_a_closed_rocmstream(cuda):
     s.close()
     with pytest.raises(rs.StreamClosedError):
         cuda.to_device(np.zeros(4, np.float32), stream=s)
+
+
+class _Foreign:
+    """A stream of another library: only the CUDA stream protocol."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+def test_foreign_and_numba_streams_are_taken_wherever_rocmstreams_takes_a_stream(cuda, kernels,
+                                                                               stream, latch,
+                                                                               rng):
+    x = rng.random(64).astype(np.float32)
+    d = rs.empty(64, np.float32)
+    foreign = _Foreign(stream.handle)
+    ev = rs.Event()
+    with latch() as gate:
+        gate.hold(stream)
+        rs.copy_async(d, x, stream=foreign)  # queued on the same stream, behind the latch
+        ev.record(foreign)
+        assert not ev.query()
+    ev.synchronize()
+    np.testing.assert_array_equal(d.copy_to_host(stream=0), x)
+    numba_stream = cuda.stream()
+    out = rs.pinned_empty(64, np.float32)
+    rs.copy_async(out, d, stream=numba_stream)
+    numba_stream.synchronize()
+    rs.default_stream().synchronize()
+    np.testing.assert_array_equal(out, x)
