@@ -24,6 +24,7 @@ from .memory import (DeviceArray, copy_async, device_view, empty, empty_like, is
                      pinned_empty, to_device)
 from .stream import RocmStream, StreamOptions, default_stream, per_thread_default_stream
 from .integrations import numba as _numba  # noqa: F401  (registers the Numba launch hook)
+from .integrations.numba import prepare
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,7 @@ __all__ = [
     "RocmStream", "StreamOptions", "default_stream", "per_thread_default_stream", "Event",
     "Graph",
     "DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "device_view",
-    "copy_async", "is_pinned",
+    "copy_async", "is_pinned", "prepare",
     "RocmStreamsError", "BackendUnavailableError", "InvalidDeviceError", "StreamCreationError",
     "StreamClosedError", "SynchronizeError", "OutOfMemoryError", "EventError",
     "EventTimingDisabledError", "EventNotRecordedError", "EventNotReadyError", "CallbackError",

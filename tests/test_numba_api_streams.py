@@ -12,6 +12,15 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
+from rocmstreams.kernels import cuda as kernel_cuda
+
+
+@kernel_cuda.jit
+def twice(out, x):
+    """``out[i] = 2 * x[i]``: a kernel of this module, never launched before its test."""
+    i = kernel_cuda.grid(1)
+    if i < out.size:
+        out[i] = 2 * x[i]
 
 
 @pytest.fixture
@@ -149,3 +158,19 @@ def test_foreign_and_numba_streams_are_taken_wherever_rocmstreams_takes_a_stream
     numba_stream.synchronize()
     rs.default_stream().synchronize()
     np.testing.assert_array_equal(out, x)
+
+
+def test_prepare_compiles_without_launching_and_later_launches_run_right(stream, rng):
+    x = rng.random(100).astype(np.float32)
+    dx = rs.to_device(x, stream=stream)
+    out = rs.to_device(np.zeros(100, np.float32), stream=stream)
+    stream.synchronize()
+    rs.prepare(twice, out, dx)
+    np.testing.assert_array_equal(out.copy_to_host(stream=stream), 0)  # nothing ran
+    twice[1, 128, stream](out, dx)
+    np.testing.assert_array_equal(out.copy_to_host(stream=stream), 2 * x)
+
+
+def test_prepare_refuses_arguments_that_do_not_fit():
+    with pytest.raises(TypeError, match="nothing was launched"):
+        rs.prepare(twice, 1, 2, 3)

@@ -6,11 +6,12 @@ Installed on the backend's Numba dispatcher class when the backend is selected
 from __future__ import annotations
 
 from ...backends import on_select
-from .dispatch import KernelLaunch, install, launcher_of
+from .dispatch import KernelLaunch, install, launcher_of, prepare
 from .numba_api import install_numba_api
 from .prepared import PreparedLauncher
 
-__all__ = ["KernelLaunch", "PreparedLauncher", "install", "install_numba_api", "launcher_of"]
+__all__ = ["KernelLaunch", "PreparedLauncher", "install", "install_numba_api", "launcher_of",
+           "prepare"]
 
 on_select(install)
 on_select(install_numba_api)

@@ -23,7 +23,7 @@ from ...memory import DeviceArray
 from ...streamcore import LAUNCH, StreamCore, default_core
 from .prepared import KernelLauncher, PreparedLauncher
 
-__all__ = ["KernelLaunch", "install", "launcher_of", "launch_config"]
+__all__ = ["KernelLaunch", "install", "launcher_of", "launch_config", "prepare"]
 
 _LAUNCHERS = "_rocmstreams_launchers"  # per-device launchers, kept on the dispatcher itself
 _MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
@@ -140,6 +140,29 @@ def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLaunche
             launcher = PreparedLauncher(dispatcher, driver, _array_types(backend), device)
     found = dispatcher.__dict__.setdefault(_LAUNCHERS, {})
     return found.setdefault(device, launcher)
+
+
+def prepare(kernel: Any, *example_args: Any, device: int | None = None) -> None:
+    """Compile ``kernel`` for the types of ``example_args``, load it on ``device`` (the current
+    one when omitted) and prepare its launch, without launching it.
+
+    The first launch of a kernel otherwise compiles and loads it there and then, which takes
+    time and, on GPU runtimes, may wait for work running on the device; preparing it ahead
+    (say, before a pipeline starts) moves that cost out of the launch. Launches with arguments
+    of the same types then take the prepared path at once.
+
+    Raises
+    ------
+    TypeError
+        ``example_args`` do not fit the kernel's parameters; nothing was compiled.
+    """
+    from ...backends import active
+    from ...core.device import check_device
+    be = active()
+    ordinal = check_device(device)
+    launcher = launcher_of(be, kernel, ordinal)
+    with using_device(ordinal):
+        launcher.prepare(example_args)
 
 
 def _array_types(backend: Backend) -> tuple[type, ...]:

@@ -192,6 +192,19 @@ class KernelLauncher:
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher
 
+    def prepare(self, args: tuple) -> None:
+        """Compile the kernel for the types of ``args`` and load it on the current device,
+        without launching it."""
+        check_kernel_arguments(self.dispatcher, args)
+        d = self.dispatcher
+        compile_for = getattr(d, "compile", None)
+        if compile_for is None or not getattr(d, "_can_compile", True):
+            return  # the simulator, or a kernel compiled for its declared signature already
+        kernel = compile_for(tuple(d.typeof_pyval(a) for a in args))
+        bind = getattr(kernel, "bind", None)
+        if bind is not None:
+            bind()  # loads the module into the current context
+
     def run(self, calls: StreamCalls, config: tuple, *args: Any) -> None:
         check_kernel_arguments(self.dispatcher, args)
         calls.launch_kernel(self.dispatcher, config, args, [
@@ -243,6 +256,11 @@ class PreparedLauncher(KernelLauncher):
                     self._last = prepared
                     return
         super().run(calls, config, *args)
+        self._learn(args)
+
+    def prepare(self, args: tuple) -> None:
+        """Compile and load the kernel for the types of ``args`` and prepare their launch."""
+        super().prepare(args)
         self._learn(args)
 
     # ---- preparing ---------------------------------------------------------------------------
