@@ -13,6 +13,7 @@ is reported missing: a smoke run, no targets.
 from __future__ import annotations
 
 import argparse
+import itertools
 import ctypes
 import gc
 import os
@@ -197,6 +198,10 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     race.add("rocmstreams", lambda: add_scalar[1, 256, s](a, one), after=s.synchronize)
     configured = add_scalar[1, 256, s]
     race.add("rocmstreams (configured)", lambda: configured(a, one), after=s.synchronize)
+    # a grid computed from each chunk's size: a different grid every call (997 sizes in turn)
+    grids = itertools.cycle(range(1, 998))
+    race.add("rocmstreams (grid changes every call)",
+             lambda: add_scalar[next(grids), 256, s](a, one), after=s.synchronize)
     closers = peers_launch(f, race, s, cubin) if on_gpu else []
     if not on_gpu:
         for peer in ("cuda.bindings", "cuda.core", "numba-cuda", "CuPy", "torch"):
@@ -207,7 +212,7 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     got = a.copy_to_host(stream=s)
     s.synchronize()
     timed = n_launch if race.burst is None else max(n_launch // race.burst, 1) * race.burst
-    ours = 2 * rounds * (timed + 1)  # each launch adds one to a[:256]; one untimed per round
+    ours = 3 * rounds * (timed + 1)  # each launch adds one to a[:256]; one untimed per round
     if not np.all(got[:256] == ours):
         raise AssertionError(f"launches lost: a[0] = {got[0]}, expected {ours}")
 
@@ -548,6 +553,8 @@ TARGETS = [
     # figure, ours, reference peers, kind, bound, text
     ("launch", "rocmstreams", ("cuda.core",), "ratio<=", 1.25, "<= 1.25x cuda.core"),
     ("launch", "rocmstreams", ("numba-cuda",), "faster>=", 3.5, ">= 3.5x faster than numba-cuda"),
+    ("launch", "rocmstreams (grid changes every call)", ("rocmstreams",), "ratio<=", 1.1,
+     "grid changing every call <= 1.1x the fixed-grid launch"),
     ("stream query, idle", "rocmstreams", ("cuda.bindings", "cuda.bindings driver"), "ratio<=",
      1.2, "<= 1.2x raw cuda.bindings (best of runtime, driver)"),
     ("stream synchronize, idle", "rocmstreams", ("cuda.bindings", "cuda.bindings driver"),
@@ -603,7 +610,8 @@ def main() -> int:
     if env["backend"] == "hip":
         print("  the hip backend is measured as rocmstreams only; the peers are CUDA's")
     f = measure(args.quick, on_gpu)
-    libraries = ["rocmstreams", "rocmstreams (configured)", "rocmstreams (pool off)", "C++ floor",
+    libraries = ["rocmstreams", "rocmstreams (configured)", "rocmstreams (grid changes every call)",
+                 "rocmstreams (pool off)", "C++ floor",
                  "cuda.bindings", "cuda.bindings (Numba's kernel)",
                  "cuda.bindings driver", "cuda.core", "numba-cuda", "CuPy", "torch"]
     print()
