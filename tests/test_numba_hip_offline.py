@@ -605,7 +605,7 @@ def test_a_launch_without_a_rocmstream_is_numba_hips_own(hip_backend):
     assert configured.dispatcher is dispatcher and tuple(configured.griddim) == (4, 1, 1)
 
 
-# ---- issue 11, points 2 and 3, against this environment's real failures ---------------------------
+# ---- issue 11, points 2 and 3, against this environment's real failures --------------------------
 def run_python(args, tmp_path, **env):
     """``python args...`` in a fresh process from ``tmp_path``, rocmstreams from this checkout,
     no backend or kernel compiler chosen; ``env`` values replace (None: remove) variables."""
