@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,12 @@ def info() -> int:
     return 0
 
 
-def demo(n: int | None, streams: int, chunks: int) -> int:
-    """A multi-stream pipeline: H2D, saxpy, D2H per chunk, checked against numpy."""
+def demo(n: int | None, streams: int, chunks: int, plot: str | None = None,
+         trace_path: str | None = None) -> int:
+    """A multi-stream pipeline: H2D, saxpy, D2H per chunk, checked against numpy; with
+    ``plot`` / ``trace_path``, its timeline as a PNG and a Chrome trace."""
+    import contextlib
+
     import rocmstreams as rs
     from rocmstreams.kernels import saxpy
 
@@ -48,20 +54,13 @@ def demo(n: int | None, streams: int, chunks: int) -> int:
     blocks, threads = (4, 32) if be.name == "cpu" else (1024, 256)
     dev = [(rs.empty(chunk, np.float32), rs.empty(chunk, np.float32), rs.empty(chunk, np.float32))
            for _ in range(streams)]
+    tracing = rs.trace() if (plot or trace_path) else contextlib.nullcontext()
     start = time.perf_counter()
-    for c in range(chunks):
-        lo, hi = c * chunk, min(n, (c + 1) * chunk)
-        if lo >= hi:
-            break
-        s = pool[c % streams]
-        dx, dy, dout = (d[:hi - lo] for d in dev[c % streams])
-        rs.copy_async(dx, x[lo:hi], stream=s)
-        rs.copy_async(dy, y[lo:hi], stream=s)
-        saxpy[blocks, threads, s](dout, a, dx, dy)
-        rs.copy_async(out[lo:hi], dout, stream=s)
-    busy = [not s.query() for s in pool]
-    for s in pool:
-        s.synchronize()
+    with tracing as t:
+        _queue(rs, saxpy, pool, dev, x, y, out, a, n, chunk, chunks, blocks, threads)
+        busy = [not s.query() for s in pool]
+        for s in pool:
+            s.synchronize()
     elapsed = time.perf_counter() - start
     ref = a * x.astype(np.float64) + y
     err = float(np.max(np.abs(out - ref)) / max(np.max(np.abs(ref)), 1e-30))
@@ -71,25 +70,81 @@ def demo(n: int | None, streams: int, chunks: int) -> int:
     print(f"pipeline: {n} float32 in {chunks} chunks over {streams} streams "
           f"(H2D x2, saxpy, D2H per chunk)")
     print(f"streams busy right after queueing: {sum(busy)} of {streams}")
-    print(f"time {elapsed * 1e3:.2f} ms, {moved / elapsed / 1e9:.3f} GB/s over the link")
+    link = ("simulated: the cpu backend's copies are host memcpys, not a link"
+            if be.name == "cpu" else "over the link")
+    print(f"time {elapsed * 1e3:.2f} ms, {moved / elapsed / 1e9:.3f} GB/s {link}")
+    if t is not None:
+        summary = t.summary()
+        print(f"trace: {summary['operations']} operations on {summary['streams']} streams, "
+              f"{summary['overlap_fraction']:.0%} of the time two or more streams ran at once")
+        if trace_path:
+            t.save(trace_path)
+            print(f"wrote {trace_path} (Chrome trace: open it in https://ui.perfetto.dev)")
+        if plot:
+            import matplotlib
+            matplotlib.use("Agg")
+            t.plot().savefig(plot, dpi=120, bbox_inches="tight")
+            print(f"wrote {plot}")
     print(f"max relative error vs numpy: {err:.2e} -> {'OK' if ok else 'MISMATCH'}")
     for s in pool:
         s.close()
     return 0 if ok else 1
 
 
+def _queue(rs: Any, saxpy: Any, pool: list, dev: list, x: np.ndarray, y: np.ndarray,
+           out: np.ndarray, a: np.float32, n: int, chunk: int, chunks: int, blocks: int,
+           threads: int) -> None:
+    for c in range(chunks):
+        lo, hi = c * chunk, min(n, (c + 1) * chunk)
+        if lo >= hi:
+            break
+        s = pool[c % len(pool)]
+        dx, dy, dout = (d[:hi - lo] for d in dev[c % len(pool)])
+        rs.copy_async(dx, x[lo:hi], stream=s)
+        rs.copy_async(dy, y[lo:hi], stream=s)
+        saxpy[blocks, threads, s](dout, a, dx, dy)
+        rs.copy_async(out[lo:hi], dout, stream=s)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rocmstreams")
-    sub = parser.add_subparsers(dest="command", required=True)
+    import rocmstreams as rs
+
+    parser = argparse.ArgumentParser(prog="python -m rocmstreams",
+                                     description="rocmstreams: GPU streams for Numba kernels")
+    parser.add_argument("--version", action="version", version=f"rocmstreams {rs.__version__}")
+    parser.add_argument("--backend", choices=rs.BACKENDS,
+                        help="the backend to use (else ROCMSTREAMS_BACKEND, else automatic)")
+    sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="backend, devices, priority range, versions")
     d = sub.add_parser("demo", help="multi-stream H2D, kernel, D2H pipeline checked vs numpy")
-    d.add_argument("--n", type=int, default=None, help="elements (default: by backend)")
-    d.add_argument("--streams", type=int, default=4)
-    d.add_argument("--chunks", type=int, default=16)
+    d.add_argument("--n", type=_positive, default=None, help="elements (default: by backend)")
+    d.add_argument("--streams", type=_positive, default=4, help="streams (default 4)")
+    d.add_argument("--chunks", type=_positive, default=16, help="chunks (default 16)")
+    d.add_argument("--plot", metavar="PNG", help="write the pipeline's timeline here")
+    d.add_argument("--trace", metavar="JSON", help="write its Chrome trace here")
     args = parser.parse_args(argv)
-    if args.command == "info":
-        return info()
-    return demo(args.n, args.streams, args.chunks)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.backend:
+        os.environ["ROCMSTREAMS_BACKEND"] = args.backend
+    try:
+        if args.command == "info":
+            return info()
+        return demo(args.n, args.streams, args.chunks, args.plot, args.trace)
+    except rs.RocmStreamsError as exc:
+        print(f"rocmstreams: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

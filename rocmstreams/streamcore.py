@@ -17,7 +17,7 @@ import concurrent.futures
 import numbers
 import os
 import threading
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, Callable, Protocol, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
 from .core import lifetime
@@ -25,7 +25,7 @@ from .core.lifetime import Handle
 from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
 
 __all__ = ["StreamCore", "Capture", "core_of", "default_core", "refuse_in_callback",
-           "wait_blocking", "check_timeout", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
+           "wait_blocking", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,19 @@ _REFUSED_IN_CAPTURE = {
     GRAPH_LAUNCH: "graph.launch() on a stream that is capturing is not supported; launch the "
                   "graph before the capture begins or after it ends",
 }
+
+# ---- tracing -----------------------------------------------------------------------------------
+class Tracer(Protocol):
+    """What an open trace offers the door: ``begin`` before an operation is queued (returns
+    what ``end`` takes), ``end`` after."""
+
+    def begin(self, core: "StreamCore", kind: str, fn: Any, args: tuple) -> Any: ...
+    def end(self, core: "StreamCore", token: Any) -> None: ...
+
+
+#: The open traces (rocmstreams.trace adds and removes them); empty, the door pays one check.
+tracers: list[Tracer] = []
+
 
 # ---- host callbacks ----------------------------------------------------------------------------
 _callback_thread = threading.local()
@@ -214,6 +227,8 @@ class StreamCore(Handle):
                 capture.kept.append(args)
             if _running:
                 refuse_in_callback(kind)
+            if tracers and capture is None:
+                return self._traced(kind, fn, args)
             return fn(self.calls, *args)
         finally:
             users.pop()
@@ -230,6 +245,9 @@ class StreamCore(Handle):
 
     def record(self, event: int) -> None:
         """Record ``event`` after the work queued so far (the door written out: a hot path)."""
+        if tracers:
+            self.submit(RECORD, type(self.calls).event_record, event)
+            return
         users = self.users
         users.append(None)
         try:
@@ -244,6 +262,14 @@ class StreamCore(Handle):
             users.pop()
             if self.value is None and not users:
                 self.finish()
+
+    def _traced(self, kind: str, fn: Callable[..., T], args: tuple) -> T:
+        tokens = [(t, t.begin(self, kind, fn, args)) for t in list(tracers)]
+        try:
+            return fn(self.calls, *args)
+        finally:
+            for t, token in tokens:
+                t.end(self, token)
 
     def add_callback(self, fn: Callable[..., Any], args: tuple) -> None:
         """Queue ``fn(*args)`` on a host thread after earlier work; its exception is raised by

@@ -20,7 +20,7 @@ LAYERS = [
     ["backends"],
     ["core"],
     ["streamcore"],
-    ["event", "graph", "staging"],
+    ["event", "graph", "staging", "trace"],
     ["stream"],
     ["memory"],
     ["integrations"],

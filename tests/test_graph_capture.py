@@ -419,12 +419,26 @@ class _NotRocm:
         return (0, 0)
 
 
-@pytest.mark.parametrize("target", [None, 0, _NotRocm()], ids=["None", "int", "cuda_stream"])
-def test_launch_on_something_not_a_rocmstream_is_a_type_error(target, stream):
+@pytest.mark.parametrize("target", [None, 7, "s"], ids=["None", "int", "str"])
+def test_launch_on_something_not_a_stream_is_a_type_error(target, stream):
     with stream.capture() as graph:
         pass
     with pytest.raises(TypeError, match="RocmStream"):
         graph.launch(target)
+
+
+@pytest.mark.parametrize("target", [0, _NotRocm()], ids=["0", "cuda_stream"])
+def test_a_graph_launches_on_the_legacy_stream_and_on_foreign_streams(kernels, target, rng):
+    s = rs.RocmStream()
+    x = rng.random(N, dtype=np.float32)
+    d = _device(x, s)
+    with s.capture() as graph:
+        kernels.add_scalar[GRID, BLOCK, s](d, np.float32(1))
+    graph.launch(target)  # 0 and (0, 0) both name the legacy default stream
+    rs.default_stream().synchronize()
+    np.testing.assert_array_equal(_read(d, s), x + np.float32(1))
+    graph.close()
+    s.close()
 
 
 # lifetime ------------------------------------------------------------------------------------------

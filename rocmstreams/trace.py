@@ -1,0 +1,278 @@
+"""See the streams: ``with rs.trace() as t:`` records every operation queued on RocmStreams inside
+it, with its start and end as executed, and shows them as a table, a summary, a timeline plot or
+a Chrome trace (which Perfetto opens).
+
+Times come from timing events recorded on the operation's own stream just before and just after
+it (on GPU backends the runtime's events; on the cpu backend the worker's clock), read against one
+reference event, so they are when the work ran, not when it was queued. Outside a trace nothing
+is recorded and nothing is paid but one check in the stream core's door.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+from .backends import Backend, active
+from .core.arrays import describe
+from .streamcore import COPY, GRAPH_LAUNCH, HOST_FUNC, LAUNCH, RECORD, WAIT, StreamCore, tracers
+
+__all__ = ["Trace", "TraceRecord", "trace", "range"]
+
+_builtin_range = range  # this module's range() is the named-range context manager
+
+_KINDS = {LAUNCH: "kernel", HOST_FUNC: "host callback", RECORD: "event record", WAIT: "wait",
+          GRAPH_LAUNCH: "graph"}
+
+
+@dataclass
+class TraceRecord:
+    """One operation as it ran: times in milliseconds from the trace's start."""
+
+    kind: str  # "H2D", "D2H", "D2D", "kernel", "host callback", "event record", "wait", "graph"
+    stream: int  # the stream handle
+    device: int
+    start_ms: float = 0.0
+    end_ms: float = 0.0
+    nbytes: int = 0
+    name: str = ""  # the kernel's name, or a range's
+    grid: tuple[int, ...] = ()
+    block: tuple[int, ...] = ()
+
+    @property
+    def duration_ms(self) -> float:
+        return self.end_ms - self.start_ms
+
+
+@dataclass
+class _Pending:
+    record: TraceRecord
+    start: int
+    end: int
+
+
+@dataclass
+class _Range:
+    name: str
+    host_start: float
+    host_end: float = 0.0
+
+
+class Trace:
+    """What :func:`trace` records; read it after the ``with`` block."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._ranges: list[_Range] = []
+        self.records: list[TraceRecord] = []
+        self._reference = 0
+        self._host_zero = 0.0
+        self._open = False
+
+    # ---- recording (called by the stream core's door) ----------------------------------------
+    def begin(self, core: StreamCore, kind: str, fn: Any, args: tuple) -> _Pending | None:
+        """Before an operation is queued: its record and the event marking its start."""
+        be = self._backend
+        record = TraceRecord(_KINDS.get(kind, kind), core.calls.handle, core.device)
+        if kind == COPY:
+            dst, src = describe(args[0]), describe(args[1])
+            record.kind = {("device", "host"): "H2D", ("host", "device"): "D2H"}.get(
+                (dst.kind, src.kind), "D2D")
+            record.nbytes = dst.nbytes
+        elif kind == LAUNCH:
+            config = args[0]
+            record.grid, record.block = tuple(config[:3]), tuple(config[3:6])
+            owner = getattr(fn, "__self__", None)
+            record.name = getattr(getattr(owner, "dispatcher", None), "__name__", "kernel")
+        start = be.event_create(True)
+        core.calls.event_record(start)
+        return _Pending(record, start, 0)
+
+    def end(self, core: StreamCore, pending: _Pending) -> None:
+        """After the operation was queued: the event marking its end."""
+        pending.end = self._backend.event_create(True)
+        core.calls.event_record(pending.end)
+        with self._lock:
+            self._pending.append(pending)
+
+    # ---- the block ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        be = self._backend
+        self._reference = be.event_create(True)
+        be.stream_calls(0).event_record(self._reference)
+        be.event_synchronize(self._reference)
+        self._host_zero = time.perf_counter()
+        self._open = True
+        tracers.append(self)
+
+    def _finish(self) -> None:
+        tracers.remove(self)
+        self._open = False
+        be = self._backend
+        for p in self._pending:
+            be.event_synchronize(p.end)
+            p.record.start_ms = be.event_elapsed_time(self._reference, p.start)
+            p.record.end_ms = max(p.record.start_ms,
+                                  be.event_elapsed_time(self._reference, p.end))
+            self.records.append(p.record)
+            be.event_destroy(p.start)
+            be.event_destroy(p.end)
+        self._pending.clear()
+        be.event_destroy(self._reference)
+        for r in self._ranges:
+            self.records.append(TraceRecord("range", -1, -1, (r.host_start - self._host_zero) * 1e3,
+                                            (r.host_end - self._host_zero) * 1e3, name=r.name))
+        self.records.sort(key=lambda rec: (rec.start_ms, rec.end_ms))
+
+    def add_range(self, r: _Range) -> None:
+        with self._lock:
+            self._ranges.append(r)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def table(self) -> Any:
+        """The records as a pandas DataFrame where pandas is installed, else a list of dicts."""
+        rows = [{**asdict(r), "duration_ms": r.duration_ms} for r in self.records]
+        try:
+            import pandas  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows)
+
+    def summary(self) -> dict[str, Any]:
+        """Busy time per stream, copy GB/s per direction, the fraction of the traced time during
+        which two or more streams ran at once, and the idle gaps of each stream."""
+        work = [r for r in self.records if r.kind != "range" and r.duration_ms > 0]
+        streams = sorted({r.stream for r in work})
+        busy, gaps = {}, {}
+        for s in streams:
+            spans = _merge([(r.start_ms, r.end_ms) for r in work if r.stream == s])
+            busy[s] = sum(b - a for a, b in spans)
+            gaps[s] = sum(b[0] - a[1] for a, b in zip(spans, spans[1:]))
+        gbps = {}
+        for direction in ("H2D", "D2H", "D2D"):
+            copies = [r for r in work if r.kind == direction]
+            seconds = sum(r.duration_ms for r in copies) / 1e3
+            if copies and seconds > 0:
+                gbps[direction] = sum(r.nbytes for r in copies) / seconds / 1e9
+        span = (max(r.end_ms for r in work) - min(r.start_ms for r in work)) if work else 0.0
+        return {"streams": len(streams), "operations": len(work), "span_ms": span,
+                "busy_ms": busy, "idle_gaps_ms": gaps, "copy_gbps": gbps,
+                "overlap_fraction": _overlap(work, streams) / span if span else 0.0}
+
+    def save(self, path: str) -> None:
+        """Write a Chrome trace (JSON; Perfetto and chrome://tracing open it), one track per
+        stream, ranges on a track of their own."""
+        events: list[dict[str, Any]] = []
+        for r in self.records:
+            tid = "ranges" if r.kind == "range" else f"stream {r.stream:#x}"
+            args: dict[str, Any] = {"bytes": r.nbytes} if r.nbytes else {}
+            if r.grid:
+                args.update(grid=list(r.grid), block=list(r.block))
+            events.append({"name": r.name or r.kind, "cat": r.kind, "ph": "X",
+                           "ts": r.start_ms * 1e3, "dur": r.duration_ms * 1e3,
+                           "pid": f"device {max(r.device, 0)}", "tid": tid, "args": args})
+        with open(path, "w") as fh:
+            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, fh)
+
+    def plot(self, ax: Any = None) -> Any:
+        """A matplotlib timeline, one lane per stream, copies and kernels coloured apart; returns
+        the figure (shown inline in Jupyter)."""
+        import matplotlib.pyplot as plt
+
+        colours = {"H2D": "tab:blue", "D2H": "tab:green", "D2D": "tab:cyan",
+                   "kernel": "tab:orange", "graph": "tab:red", "host callback": "tab:purple"}
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(self.lanes())))
+        lanes = self.lanes()
+        for i, lane in enumerate(lanes):  # noqa: B007
+            spans = [r for r in self.records if (f"stream {r.stream:#x}" if r.kind != "range"
+                                                 else "ranges") == lane]
+            ax.broken_barh([(r.start_ms, max(r.duration_ms, 1e-6)) for r in spans], (i, 0.8),
+                           facecolors=[colours.get(r.kind, "tab:gray") for r in spans])
+        ax.set_yticks([i + 0.4 for i in _builtin_range(len(lanes))])
+        ax.set_yticklabels(lanes)
+        ax.set_xlabel("ms from the start of the trace")
+        from matplotlib.patches import Patch
+        kinds = sorted({r.kind for r in self.records if r.kind in colours})
+        if kinds:
+            ax.legend(handles=[Patch(color=colours[k], label=k) for k in kinds],
+                      loc="upper right", fontsize="small")
+        return fig if fig is not None else ax.figure
+
+    def lanes(self) -> list[str]:
+        """The timeline's lanes: one per stream (and one for named ranges, if any)."""
+        names = sorted({f"stream {r.stream:#x}" for r in self.records if r.kind != "range"})
+        return names + (["ranges"] if any(r.kind == "range" for r in self.records) else [])
+
+    def __enter__(self) -> "Trace":
+        self._start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._finish()
+
+    def __repr__(self) -> str:
+        return f"<Trace {len(self.records)} records on {len(self.lanes())} lanes>"
+
+
+def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _overlap(work: list[TraceRecord], streams: list[int]) -> float:
+    """Milliseconds during which two or more streams were busy."""
+    points = []
+    for s in streams:
+        for a, b in _merge([(r.start_ms, r.end_ms) for r in work if r.stream == s]):
+            points += [(a, 1), (b, -1)]
+    total, active_now, last = 0.0, 0, 0.0
+    for t, step in sorted(points, key=lambda p: (p[0], p[1])):
+        if active_now >= 2:
+            total += t - last
+        active_now += step
+        last = t
+    return total
+
+
+def trace() -> Trace:
+    """``with rs.trace() as t:`` records the operations queued on RocmStreams inside the block;
+    after it, ``t.table()``, ``t.summary()``, ``t.plot()`` and ``t.save("trace.json")``."""
+    return Trace(active())
+
+
+@contextlib.contextmanager
+def range(name: str) -> Iterator[None]:  # noqa: A001 - the name users expect (NVTX's)
+    """A named range: in every open trace (host time), and in Nsight Systems / rocprof through
+    NVTX (the ``nvtx`` package) where installed."""
+    if not isinstance(name, str):
+        raise TypeError(f"a range's name is a str, got {type(name).__name__}")
+    push = pop = None
+    try:
+        import nvtx  # type: ignore[import-not-found, unused-ignore]
+        push, pop = nvtx.push_range, nvtx.pop_range
+    except ImportError:
+        pass
+    r = _Range(name, time.perf_counter())
+    if push is not None:
+        push(name)
+    try:
+        yield
+    finally:
+        if pop is not None:
+            pop()
+        r.host_end = time.perf_counter()
+        for t in list(tracers):
+            if isinstance(t, Trace):
+                t.add_range(r)

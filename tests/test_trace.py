@@ -1,0 +1,84 @@
+"""rs.trace(): every operation queued on RocmStreams inside the block, as it ran."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+
+
+def _pipeline(kernels, streams, n=256, chunks=4):
+    x = np.random.default_rng(1).random(n * chunks).astype(np.float32)
+    out = rs.pinned_empty(x.size, np.float32)
+    for c in range(chunks):
+        s = streams[c % len(streams)]
+        d = rs.to_device(x[c * n:(c + 1) * n], stream=s)
+        kernels.scale[2, 128, s](d, np.float32(2), d)
+        rs.copy_async(out[c * n:(c + 1) * n], d, stream=s)
+    for s in streams:
+        s.synchronize()
+    return x, out
+
+
+def test_the_trace_of_a_pipeline_has_each_streams_operations_in_order(kernels, make_stream):
+    streams = [make_stream(non_blocking=True) for _ in range(2)]
+    with rs.trace() as t:
+        x, out = _pipeline(kernels, streams)
+    np.testing.assert_array_equal(out, 2 * x)
+    for s in streams:
+        mine = [r for r in t.records if r.stream == s.handle]
+        assert [r.kind for r in mine] == ["H2D", "kernel", "D2H"] * 2
+        assert all(r.end_ms >= r.start_ms for r in mine)
+        for a, b in zip(mine, mine[1:]):  # one stream's operations never overlap
+            assert b.start_ms >= a.end_ms - 1e-6
+    kernel = next(r for r in t.records if r.kind == "kernel")
+    assert (kernel.name, kernel.grid, kernel.block) == ("scale", (2, 1, 1), (128, 1, 1))
+    assert next(r for r in t.records if r.kind == "H2D").nbytes == 256 * 4
+
+
+def test_summary_table_and_chrome_trace(kernels, make_stream, tmp_path):
+    streams = [make_stream(non_blocking=True) for _ in range(2)]
+    with rs.trace() as t:
+        with rs.range("step 1"):
+            _pipeline(kernels, streams)
+    summary = t.summary()
+    assert summary["streams"] == 2 and summary["operations"] == 12
+    assert set(summary["busy_ms"]) == {s.handle for s in streams}
+    assert 0.0 <= summary["overlap_fraction"] <= 1.0
+    assert set(summary["copy_gbps"]) == {"H2D", "D2H"}
+    rows = t.table()
+    assert len(rows) == 13  # twelve operations and the range
+    path = tmp_path / "trace.json"
+    t.save(str(path))
+    events = json.loads(path.read_text())["traceEvents"]
+    assert {e["tid"] for e in events} == {f"stream {s.handle:#x}" for s in streams} | {"ranges"}
+    assert any(e["name"] == "step 1" for e in events)
+
+
+def test_the_plot_has_one_lane_per_stream(kernels, make_stream):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    streams = [make_stream(non_blocking=True) for _ in range(3)]
+    with rs.trace() as t:
+        _pipeline(kernels, streams, chunks=3)
+    fig = t.plot()
+    labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert labels == t.lanes() and len(labels) == 3
+
+
+def test_nothing_is_recorded_outside_a_trace(kernels, stream, stream_calls):
+    recorded = []
+    stream_calls("event_record", lambda real: lambda self, ev: (recorded.append(ev),
+                                                                 real(self, ev))[1])
+    a = rs.to_device(np.zeros(32, np.float32), stream=stream)
+    kernels.add_scalar[1, 32, stream](a, np.float32(1))
+    stream.synchronize()
+    assert recorded == []  # no timing events outside a trace
+
+
+def test_a_range_needs_a_name():
+    with pytest.raises(TypeError, match="name"):
+        with rs.range(3):
+            pass
