@@ -235,6 +235,28 @@ def _bad_inputs(kernels, s, a):
         "options and keywords": (lambda: rs.RocmStream(priority=-1, options=rs.StreamOptions()),
                                  TypeError, "not both"),
         "unknown setting": (lambda: rs.configure(stream_pool=3), TypeError, "unknown setting"),
+        "event timing not a bool": (lambda: rs.Event(timing=1), TypeError, "True or False"),
+        "event on a missing device": (lambda: rs.Event(device=99), rs.InvalidDeviceError,
+                                      "valid ordinal"),
+        "stream on a string device": (lambda: rs.RocmStream(device="0"), rs.InvalidDeviceError,
+                                      "int ordinal"),
+        "to_device of a list": (lambda: rs.to_device([1.0, 2.0], stream=s), TypeError,
+                                "numpy array"),
+        "copy from a string": (lambda: rs.copy_async(a, "x", stream=s), TypeError,
+                               "__cuda_array_interface__"),
+        "copy of another shape": (lambda: rs.copy_async(a, np.ones(3, np.float32), stream=s),
+                                  ValueError, "shape mismatch"),
+        "wait on an int": (lambda: s.wait(5), TypeError, "Event or a stream"),
+        "host func not callable": (lambda: s.launch_host_func(5), TypeError, "callable"),
+        "pinned negative": (lambda: rs.pinned_empty(-1), ValueError, "non-negative"),
+        "empty of a bad dtype": (lambda: rs.empty(4, "notadtype"), TypeError, "dtype"),
+        "borrow a negative handle": (lambda: rs.RocmStream.from_external(-1), ValueError,
+                                     "non-negative"),
+        "borrow a string": (lambda: rs.RocmStream.from_external("x"), TypeError,
+                            "__cuda_stream__"),
+        "negative pool size": (lambda: rs.configure(stream_pool_size=-1), ValueError,
+                               "at least 0"),
+        "timeout a string": (lambda: s.synchronize(timeout="1"), ValueError, "timeout"),
         "bad setting": (lambda: rs.configure(staging_buffers=0), ValueError, "at least 1"),
     }
 
@@ -246,7 +268,12 @@ CASES = ["negative grid", "grid 0", "block 0", "block 2048", "block 64x64", "flo
          "empty overflowing", "empty 2**63 bytes", "object dtype to_device",
          "object dtype empty", "structured with objects", "__cuda_stream__ returning 7",
          "copy onto a string stream", "priority float", "non_blocking int",
-         "options and keywords", "unknown setting", "bad setting"]
+         "options and keywords", "unknown setting", "bad setting", "event timing not a bool",
+         "event on a missing device", "stream on a string device", "to_device of a list",
+         "copy from a string", "copy of another shape", "wait on an int",
+         "host func not callable", "pinned negative", "empty of a bad dtype",
+         "borrow a negative handle", "borrow a string", "negative pool size",
+         "timeout a string"]
 
 
 @pytest.mark.parametrize("case", CASES)
