@@ -7,6 +7,7 @@ size) before anything is queued.
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,14 +19,14 @@ from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype
 from .core.config import config
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
-from .errors import CaptureError
+from .errors import CaptureError, OutOfMemoryError
 from .streamcore import COPY, StreamCore, core_of, default_core
 
 if TYPE_CHECKING:
     from .stream import RocmStream
 
 __all__ = ["DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "device_view",
-           "copy_async", "is_pinned"]
+           "copy_async", "is_pinned", "memory_stats", "empty_cache"]
 
 
 class _Block:
@@ -39,12 +40,87 @@ class _Block:
         lifetime.own(self, handle)
 
 
+class _Stats:
+    """Device memory rocmstreams holds, per device (updated under a lock by user calls and by
+    the release queue's drain, never by a finalizer)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_device: dict[int, dict[str, int]] = {}
+
+    def of(self, device: int) -> dict[str, int]:
+        return self.by_device.setdefault(device, {"in_use_bytes": 0, "peak_bytes": 0,
+                                                  "allocations": 0, "frees": 0,
+                                                  "retries_after_release": 0})
+
+    def allocated(self, device: int, nbytes: int) -> None:
+        with self.lock:
+            d = self.of(device)
+            d["in_use_bytes"] += nbytes
+            d["allocations"] += 1
+            d["peak_bytes"] = max(d["peak_bytes"], d["in_use_bytes"])
+
+    def freed(self, device: int, nbytes: int) -> None:
+        with self.lock:
+            d = self.of(device)
+            d["in_use_bytes"] -= nbytes
+            d["frees"] += 1
+
+
+_stats = _Stats()
+
+
 def _allocate(nbytes: int, device: int) -> _Block:
     be = active()
     lifetime.drain()
     with using_device(device):
-        ptr = be.malloc(nbytes)
-    return _Block(ptr, nbytes, device, Handle(ptr, be.free, "device allocation"))
+        try:
+            ptr = be.malloc(nbytes)
+        except OutOfMemoryError as first:
+            # arrays already dropped may still wait in the release queue: free them, once
+            if not lifetime.pending():
+                raise _out_of_memory(first, nbytes, device) from first
+            lifetime.drain()
+            with _stats.lock:
+                _stats.of(device)["retries_after_release"] += 1
+            try:
+                ptr = be.malloc(nbytes)
+            except OutOfMemoryError as second:
+                raise _out_of_memory(second, nbytes, device) from second
+    _stats.allocated(device, nbytes)
+
+    def release(value: int) -> None:
+        be.free(value)
+        _stats.freed(device, nbytes)
+
+    return _Block(ptr, nbytes, device, Handle(ptr, release, "device allocation"))
+
+
+def _out_of_memory(exc: OutOfMemoryError, nbytes: int, device: int) -> OutOfMemoryError:
+    in_use = memory_stats(device)["in_use_bytes"]
+    return OutOfMemoryError(
+        f"out of device memory on device {device}: asked for {nbytes} bytes while rocmstreams "
+        f"holds {in_use} bytes there; drop arrays you no longer need (then rs.empty_cache()) or "
+        f"allocate less ({exc.message})", backend=exc.backend, code=exc.code, name=exc.name,
+        runtime_message=exc.runtime_message)
+
+
+def memory_stats(device: int | None = None) -> dict[str, int]:
+    """Device memory rocmstreams holds on ``device`` (the current one when omitted):
+    ``in_use_bytes``, ``peak_bytes``, ``allocations`` and ``frees`` (counts), and
+    ``pending_releases`` (dropped objects whose release waits for the next rocmstreams call)."""
+    ordinal = check_device(device)
+    with _stats.lock:
+        found = dict(_stats.of(ordinal))
+    found["pending_releases"] = lifetime.pending()
+    return found
+
+
+def empty_cache() -> None:
+    """Release now what dropped arrays and streams left in the release queue, and the idle
+    page-locked staging buffers."""
+    lifetime.drain()
+    staging.free_buffers()
 
 
 class DeviceArray:
@@ -161,8 +237,9 @@ class DeviceArray:
 
 
 def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
-          device: int | None = None) -> DeviceArray:
-    """An uninitialised device array.
+          device: int | None = None, stream: "RocmStream | None" = None) -> DeviceArray:
+    """An uninitialised device array, usable by work queued on ``stream`` (and any stream
+    after it); on the device of ``stream`` when ``device`` is omitted.
 
     Raises
     ------
@@ -175,15 +252,21 @@ def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     """
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
+    if stream is not None:
+        core = core_of(stream, "empty(stream=)")
+        core.check(COPY)  # a closed stream is refused before anything is allocated
+        if device is None:
+            device = core.device
     ordinal = check_device(device)
     block = _allocate(nbytes, ordinal)
     return DeviceArray._wrap(block.ptr, shape, dtype, ordinal, block)
 
 
-def empty_like(ary: Any, *, device: int | None = None) -> DeviceArray:
-    """An uninitialised device array with ``ary``'s shape and dtype."""
+def empty_like(ary: Any, *, device: int | None = None,
+               stream: "RocmStream | None" = None) -> DeviceArray:
+    """An uninitialised device array with ``ary``'s shape and dtype (see :func:`empty`)."""
     info = describe(ary)
-    return empty(info.shape, info.dtype, device=device)
+    return empty(info.shape, info.dtype, device=device, stream=stream)
 
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,

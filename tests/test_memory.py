@@ -88,3 +88,70 @@ def test_device_view_shares_page_locked_memory_with_kernels(kernels, stream):
 def test_device_view_refuses_pageable_memory():
     with pytest.raises(ValueError, match="pinned_empty"):
         rs.device_view(np.zeros(4))
+
+
+def test_empty_on_a_stream_is_usable_by_work_queued_on_it(kernels, stream, rng):
+    x = rng.random(64).astype(np.float32)
+    d = rs.empty(64, np.float32, stream=stream)
+    rs.copy_async(d, x, stream=stream)
+    e = rs.empty_like(d, stream=stream)
+    kernels.scale[1, 64, stream](e, np.float32(2), d)
+    np.testing.assert_array_equal(e.copy_to_host(stream=stream), 2 * x)
+    assert d.device == stream.device
+
+
+def test_empty_on_a_closed_stream_is_refused_before_allocating():
+    s = rs.RocmStream()
+    s.close()
+    before = rs.memory_stats()["allocations"]
+    with pytest.raises(rs.StreamClosedError):
+        rs.empty(16, np.float32, stream=s)
+    assert rs.memory_stats()["allocations"] == before
+
+
+def test_memory_stats_count_what_is_allocated_and_freed():
+    from conftest import collect
+    collect()
+    base = rs.memory_stats()
+    arrays = [rs.empty(1000, np.uint8) for _ in range(5)]
+    grown = rs.memory_stats()
+    assert grown["in_use_bytes"] - base["in_use_bytes"] == 5000
+    assert grown["allocations"] - base["allocations"] == 5
+    assert grown["peak_bytes"] >= grown["in_use_bytes"]
+    del arrays
+    rs.empty_cache()
+    after = rs.memory_stats()
+    assert after["in_use_bytes"] == base["in_use_bytes"]
+    assert after["frees"] - base["frees"] == 5 and after["pending_releases"] == 0
+
+
+def test_out_of_memory_first_releases_what_was_dropped_then_retries(runtime, monkeypatch):
+    from rocmstreams.core import lifetime
+    real = runtime.malloc
+    calls, released = [], []
+
+    class Dropped:  # an array another thread dropped while this one allocated
+        def close(self):
+            released.append(len(calls))
+
+    def tight(nbytes):
+        calls.append(nbytes)
+        if len(calls) == 1:
+            lifetime.defer(Dropped())
+            raise rs.OutOfMemoryError("no room", backend=runtime.name, code=2, name="oom")
+        return real(nbytes)
+
+    before = rs.memory_stats()["retries_after_release"]
+    monkeypatch.setattr(runtime, "malloc", tight)
+    d = rs.empty(128, np.uint8)
+    assert len(calls) == 2 and d.nbytes == 128
+    assert released == [1]  # released before the second try
+    assert rs.memory_stats()["retries_after_release"] == before + 1
+
+
+def test_out_of_memory_names_the_bytes_asked_and_held_and_says_what_to_do():
+    from conftest import collect
+    collect()
+    with pytest.raises(rs.OutOfMemoryError, match=r"asked for \d+ bytes while rocmstreams holds "
+                                                 r"\d+ bytes.*allocate less"):
+        rs.empty(1 << 62, np.uint8)
