@@ -17,6 +17,7 @@ import concurrent.futures
 import numbers
 import os
 import threading
+import time
 from typing import Any, Callable, Protocol, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
@@ -124,6 +125,7 @@ def _new_waiters() -> None:
 
 os.register_at_fork(after_in_child=_new_waiters)
 _SPIN_QUERIES = 8
+_SLICE = 0.02  # seconds a wait sleeps between checks for signals
 
 
 def wait_blocking(query: Callable[[], bool], block: Callable[[], None], timeout: float | None,
@@ -157,9 +159,14 @@ def wait_blocking(query: Callable[[], bool], block: Callable[[], None], timeout:
     except BaseException:
         holder.leave()
         raise
-    if not done.wait(timeout):
-        raise WaitTimeoutError(f"{what} timed out after {timeout} s: the work is still running "
-                               "and stays queued; wait again, or query() to poll")
+    # Wait in short slices: a signal the OS delivers to another thread does not interrupt a
+    # lock wait of this one, but each slice's end runs the signal handlers (Ctrl-C) here.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done.wait(_SLICE if deadline is None
+                        else max(0.0, min(_SLICE, deadline - time.monotonic()))):
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeoutError(f"{what} timed out after {timeout} s: the work is still "
+                                   "running and stays queued; wait again, or query() to poll")
     if failure:
         raise failure[0]
 
