@@ -691,3 +691,29 @@ def test_each_real_numba_hip_import_failure_says_what_is_missing(failure, tmp_pa
     assert proc.stdout.startswith(f"REFUSED {exception} kernels on the hip backend need "
                                   "numba-hip, which did not import"), proc.stdout + proc.stderr
     assert advice in proc.stdout
+
+
+# ---- rocmstreams' own DeviceArray under numba-hip (issue point 5) ------------------------------
+def _device_array_of_rocmstreams(shape, dtype, address):
+    return rs.DeviceArray._wrap(address, shape, np.dtype(dtype), 0, None)
+
+
+def test_a_rocmstreams_device_array_types_without_a_hip_context():
+    from rocmstreams.integrations.numba.numba_api import register_device_array_type
+    register_device_array_type()
+    dispatcher = hip.jit(fill_2d)
+    ty = dispatcher.typeof_pyval(_device_array_of_rocmstreams((6, 7), np.float64, 0x7F00_0000_0000))
+    assert (str(ty.dtype), ty.ndim, ty.layout) == ("float64", 2, "C")
+
+
+@pytest.mark.parametrize("shape, dtype", [((1000,), np.float32), ((6, 7), np.float64),
+                                          ((2, 3, 4), np.complex64)])
+def test_a_rocmstreams_device_array_packs_as_numba_hip_packs_the_same_memory(shape, dtype,
+                                                                           without_a_gpu):
+    from rocmstreams.integrations.numba.numba_api import register_device_array_type
+    register_device_array_type()
+    address = 0x7F00_1234_5000
+    ours = _device_array_of_rocmstreams(shape, dtype, address)
+    theirs = device_array(shape, dtype, address)
+    dispatcher, kernel = compiled(FILLS[len(shape)], (ours,))
+    assert prepared_parameters(dispatcher, (ours,)) == numba_hip_parameters(kernel, (theirs,))

@@ -25,7 +25,7 @@ from ...event import Event
 from ...stream import RocmStream, default_stream
 from ...streamcore import StreamCore
 
-__all__ = ["install_numba_api", "SimulatorEvent"]
+__all__ = ["install_numba_api", "SimulatorEvent", "register_device_array_type"]
 
 _PATCHED = "_rocmstreams_patched"
 
@@ -41,6 +41,8 @@ def install_numba_api(backend: Backend) -> None:
     module = backend.numba_module()
     if getattr(module, _PATCHED, False):
         return
+    if module.__name__ == "numba.hip":
+        register_device_array_type()
     if backend.numba_stream(0) is None:
         _install_simulator(module)
     else:
@@ -52,6 +54,24 @@ def install_numba_api(backend: Backend) -> None:
             _install_driver(backend, driver)
             break
     setattr(module, _PATCHED, True)
+
+
+def register_device_array_type() -> None:
+    """Type a rocmstreams DeviceArray for Numba from its own shape and dtype (a C-contiguous
+    array), so that typing it needs no GPU context: numba-hip otherwise types a CUDA Array
+    Interface object through ``as_cuda_array``, which initialises the HIP driver. Idempotent."""
+    from numba.core import types
+    from numba.core.typing.typeof import typeof_impl
+    from numba.np.numpy_support import from_dtype
+
+    from ...memory import DeviceArray
+
+    if DeviceArray in typeof_impl.registry:
+        return
+
+    @typeof_impl.register(DeviceArray)
+    def _typeof_device_array(val: DeviceArray, c: Any) -> Any:
+        return types.Array(from_dtype(val.dtype), val.ndim, "C")
 
 
 # ---- GPU backends: the driver's stream conversions ----------------------------------------------
