@@ -16,7 +16,7 @@ the end of the synchronize of every stream, the same for every library):
   chunks (all H2D copies, then all kernels, then all D2H copies, each timed on its own);
 - ``overlap``: ideal / time; 1.0 means the other two stages hid completely behind the longest.
 
-Usage: ``python benchmarks/pipeline.py [--size-mib 256] [--chunks 16] [--streams 1,2,4,8]
+Usage: ``python benchmarks/pipeline.py [--size-mib 256] [--chunks 32] [--streams 1,2,4,8]
 [--repeat 5] [--json PATH] [--smoke]``. On the cpu backend the defaults are small (the kernels
 run in Numba's simulator) and no target is judged.
 """
