@@ -220,15 +220,7 @@ class CaptureBlock:
     __slots__ = ("_core", "_graph")
 
     def __init__(self, core: StreamCore) -> None:
-        core.enter()  # closed: StreamClosedError now, before the block
-        core.leave()
-        if core.value == 0:
-            raise CaptureError("the legacy default stream (handle 0) cannot be captured; "
-                               "capture a stream you created, e.g. RocmStream(non_blocking=True)")
-        if core.capture is not None:
-            raise CaptureError("this stream is already capturing a graph and captures do not "
-                               "nest; end the open capture (leave its `with stream.capture()` "
-                               "block) first")
+        core.check_capturable()  # refused now, before the block
         self._core = core
         self._graph: Graph | None = None
 

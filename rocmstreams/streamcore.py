@@ -347,16 +347,29 @@ class StreamCore(Handle):
             event.close()
 
     # ---- capture -----------------------------------------------------------------------------
-    def begin_capture(self, kept: list[Any]) -> Capture:
-        if self.enter() == LEGACY_STREAM:
-            self.leave()
+    def _refuse_uncapturable(self) -> None:
+        """Raise what a capture may not begin on (the caller has entered the handle)."""
+        if self.value == LEGACY_STREAM:
             raise CaptureError("the legacy default stream (handle 0) cannot be captured; "
                                "capture a stream you created, e.g. RocmStream(non_blocking=True)")
+        if self.capture is not None:
+            raise CaptureError("this stream is already capturing a graph and captures do not "
+                               "nest; end the open capture (leave its `with stream.capture()` "
+                               "block) first")
+
+    def check_capturable(self) -> None:
+        """Raise now what :meth:`begin_capture` would refuse: a closed stream, the legacy
+        default stream, a stream already capturing."""
+        self.enter()
         try:
-            if self.capture is not None:
-                raise CaptureError("this stream is already capturing a graph and captures do "
-                                   "not nest; end the open capture (leave its `with "
-                                   "stream.capture()` block) first")
+            self._refuse_uncapturable()
+        finally:
+            self.leave()
+
+    def begin_capture(self, kept: list[Any]) -> Capture:
+        self.enter()
+        try:
+            self._refuse_uncapturable()
             capture = Capture(kept)
             lifetime.block_releases()
             try:

@@ -190,7 +190,7 @@ class Trace:
         if ax is None:
             fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(self.lanes())))
         lanes = self.lanes()
-        for i, lane in enumerate(lanes):  # noqa: B007
+        for i, lane in enumerate(lanes):
             spans = [r for r in self.records if (f"stream {r.stream:#x}" if r.kind != "range"
                                                  else "ranges") == lane]
             ax.broken_barh([(r.start_ms, max(r.duration_ms, 1e-6)) for r in spans], (i, 0.8),
