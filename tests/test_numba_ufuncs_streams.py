@@ -1,0 +1,117 @@
+"""numba's kernel helpers take a RocmStream in stream order: ``forall``, ``@vectorize`` and
+``@guvectorize`` with ``target="cuda"``, and ``Reduce``.
+
+Each test holds the stream with a latch, queues a kernel that rewrites the input in place, then
+calls numba's helper with ``stream=s``: a helper that ran ahead of the stream (or on another one)
+would read the old input, every time. The helpers are called once before the latch is held, since
+loading a kernel's module waits for the whole device (README, "Kernel loading").
+
+``forall`` runs on every backend; numba's CUDA simulator (the cpu backend's kernels) has no
+ufunc targets and no ``Reduce`` (its ``vectorize``/``guvectorize`` build CPU ufuncs that take no
+``stream=``), so those tests skip there with that reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+from rocmstreams.kernels import cuda as kcuda  # a module global: the simulator patches those
+
+N = 4096
+
+
+@pytest.fixture
+def gpu_ufuncs(backend, kernels):
+    if backend.name == "cpu":
+        pytest.skip("numba's CUDA simulator has no cuda ufunc target or Reduce")
+    return kernels.cuda
+
+
+def _held_then(gate, stream, kernels, dn, call):
+    """Hold ``stream``, double ``dn`` in place on it, then ``call()``: the helper under test."""
+    gate.hold(stream)
+    kernels.scale[(dn.size + 255) // 256, 256, stream](dn, np.float32(2), dn)
+    result = call()
+    assert not stream.query(), "the helper waited for the held stream on the host"
+    return result
+
+
+def test_forall_on_a_rocmstream_runs_after_the_work_queued_before_it(kernels, stream, latch,
+                                                                    rng):
+    @kcuda.jit  # defined on the fly, launched only through forall
+    def plus_one(out, x):
+        i = kcuda.grid(1)
+        if i < out.size:
+            out[i] = x[i] + 1
+
+    x = rng.random(N).astype(np.float32)
+    dn = rs.to_device(x, stream=stream)
+    out = rs.empty(N, np.float32)
+    plus_one.forall(N, stream=stream)(out, dn)  # loads the kernel
+    with latch() as gate:
+        _held_then(gate, stream, kernels, dn,
+                   lambda: plus_one.forall(N, stream=stream)(out, dn))
+    np.testing.assert_allclose(out.copy_to_host(stream=stream), 2 * x + 1, rtol=1e-6)
+
+
+def test_vectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs, kernels, stream,
+                                                                  latch, rng):
+    import numba
+
+    @numba.vectorize(["float32(float32, float32)"], target="cuda")
+    def fma1(a, b):
+        return a * b + 1
+
+    x, y = rng.random(N).astype(np.float32), rng.random(N).astype(np.float32)
+    dn, dy = gpu_ufuncs.to_device(x, stream=stream), gpu_ufuncs.to_device(y, stream=stream)
+    dout = gpu_ufuncs.device_array(N, np.float32, stream=stream)
+    fma1(dn, dy, out=dout, stream=stream)
+    with latch() as gate:
+        _held_then(gate, stream, kernels, dn, lambda: fma1(dn, dy, out=dout, stream=stream))
+    np.testing.assert_allclose(dout.copy_to_host(stream=stream), 2 * x * y + 1, rtol=1e-6)
+
+
+def test_vectorize_with_host_inputs_on_a_rocmstream_returns_the_result(gpu_ufuncs, stream, rng):
+    import numba
+
+    @numba.vectorize(["float32(float32, float32)"], target="cuda")
+    def sub(a, b):
+        return a - b
+
+    x, y = rng.random(N).astype(np.float32), rng.random(N).astype(np.float32)
+    got = sub(x, y, stream=stream)  # host in, host out: numba copies back on the stream
+    stream.synchronize()
+    np.testing.assert_allclose(np.asarray(got), x - y, rtol=1e-6)
+
+
+def test_guvectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs, kernels,
+                                                                    stream, latch, rng):
+    import numba
+
+    @numba.guvectorize(["void(float32[:], float32[:])"], "(n)->()", target="cuda")
+    def row_sum(row, total):
+        acc = 0.0
+        for v in row:
+            acc += v
+        total[0] = acc
+
+    x = rng.random((64, 64)).astype(np.float32)
+    dn = gpu_ufuncs.to_device(x, stream=stream)
+    dout = gpu_ufuncs.device_array(64, np.float32, stream=stream)
+    row_sum(dn, out=dout, stream=stream)
+    flat = dn.reshape(dn.size)
+    with latch() as gate:
+        _held_then(gate, stream, kernels, flat, lambda: row_sum(dn, out=dout, stream=stream))
+    np.testing.assert_allclose(dout.copy_to_host(stream=stream), (2 * x).sum(axis=1), rtol=1e-5)
+
+
+def test_reduce_on_a_rocmstream_sums_in_stream_order(gpu_ufuncs, kernels, stream, latch, rng):
+    total = gpu_ufuncs.Reduce(lambda a, b: a + b)
+    x = rng.random(N).astype(np.float32)
+    dn = gpu_ufuncs.to_device(x, stream=stream)
+    res = gpu_ufuncs.device_array(1, np.float32, stream=stream)
+    total(dn, res=res, stream=stream)
+    with latch() as gate:
+        _held_then(gate, stream, kernels, dn, lambda: total(dn, res=res, stream=stream))
+    np.testing.assert_allclose(res.copy_to_host(stream=stream)[0], 2 * x.sum(), rtol=1e-4)
