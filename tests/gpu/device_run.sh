@@ -4,7 +4,10 @@
 # as installed (kernels/ -> rocmstreams/kernels), build the HIP-on-CUDA libamdhip64.so, then run
 # the suite on the cuda and hip backends and the demo on cuda, hip and cpu.
 # Usage: bash tests/gpu/device_run.sh [pytest args...]; logs go to $OUT (or /tmp/out).
+# The cuda and hip suites run side by side (SERIAL=1: one after the other), then
+# tests/test_model_based.py on each (MODEL=0 leaves it out; MODEL_EXAMPLES, default 10).
 # BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
+# STRESS, SANITIZE, PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each step below.
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -13,6 +16,7 @@ for w in "$repo"/.devsite/wheels/*.whl; do python3 -m zipfile -e "$w" /tmp/site;
 lay_out() {  # repo dir, target: the package as installed (kernels/ -> rocmstreams/kernels)
   rm -rf "$2" && mkdir -p "$2"
   cp -r "$1/rocmstreams" "$1/tests" "$1/benchmarks" "$2/"
+  for f in README.md pyproject.toml notebooks docs; do [ -e "$1/$f" ] && cp -r "$1/$f" "$2/"; done
   rm -rf "$2/rocmstreams/kernels" && cp -r "$1/kernels" "$2/rocmstreams/kernels"
 }
 lay_out "$repo" /tmp/src
@@ -22,12 +26,21 @@ python3 -c "import numpy, numba, numba.cuda, cuda.bindings, rocm.bindings.hip as
 bash "$repo/tests/hip_on_cuda/build.sh" /tmp/hiplib || echo "HIP-on-CUDA build FAILED"
 cd /tmp/src
 PYTEST_ARGS=("$@")
-run_suite() {  # backend, extra env...
+run_suite() {  # backend, extra env...: the suite but the model-based module (run on its own below)
   local be=$1; shift
-  echo "=== suite on $be ==="
-  env "$@" ROCMSTREAMS_BACKEND=$be timeout 280 python3 -m pytest -q -p no:cacheprovider \
-    -o timeout=90 -rfEs tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
-  echo "exit $?"; tail -n 25 "$out/suite_$be.log"
+  env "$@" ROCMSTREAMS_BACKEND=$be timeout ${SUITE_TIMEOUT:-400} python3 -m pytest -q \
+    -p no:cacheprovider -o timeout=90 -rfEs --tb=short --durations=12 \
+    --ignore=tests/test_model_based.py tests "${PYTEST_ARGS[@]}" > "$out/suite_$be.log" 2>&1
+  echo "=== suite on $be: exit $? ==="; grep -v "^  warn(errors\|NumbaPerformanceWarning" \
+    "$out/suite_$be.log" | tail -n ${TAIL:-45}
+}
+run_model() {  # backend, extra env...: tests/test_model_based.py, ROCMSTREAMS_MODEL_EXAMPLES=10
+  local be=$1; shift
+  env "$@" ROCMSTREAMS_BACKEND=$be ROCMSTREAMS_MODEL_EXAMPLES=${MODEL_EXAMPLES:-10} \
+    timeout ${MODEL_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -rfE --tb=short \
+    -W ignore::numba.core.errors.NumbaPerformanceWarning tests/test_model_based.py \
+    > "$out/model_$be.log" 2>&1
+  echo "=== model-based on $be: exit $? ==="; tail -n 30 "$out/model_$be.log"
 }
 hipenv=(LD_LIBRARY_PATH=/tmp/hiplib:${LD_LIBRARY_PATH:-} ROCMSTREAMS_HIP_KERNELS=numba-cuda)
 if [ "${BENCH_ONLY:-0}" = 1 ]; then  # benchmarks only; pytest args, if any, run first on cuda
@@ -47,10 +60,17 @@ if [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names it
       -o timeout=90 "$f" > "$out/file_$(basename "$f" .py).log" 2>&1
     echo "$(basename "$f"): exit $? $(tail -n 1 "$out/file_$(basename "$f" .py).log")"
   done
-else
-  run_suite cuda
+  run_suite hip "${hipenv[@]}"
+elif [ "${SERIAL:-0}" = 1 ]; then
+  run_suite cuda; run_suite hip "${hipenv[@]}"
+else  # the two suites side by side (one GPU, 16 cores): half the wall time
+  run_suite cuda > /tmp/suite_cuda.tail & run_suite hip "${hipenv[@]}" > /tmp/suite_hip.tail
+  wait; cat /tmp/suite_cuda.tail /tmp/suite_hip.tail
 fi
-run_suite hip "${hipenv[@]}"
+if [ "${MODEL:-1}" = 1 ]; then
+  run_model cuda > /tmp/model_cuda.tail & run_model hip "${hipenv[@]}" > /tmp/model_hip.tail
+  wait; cat /tmp/model_cuda.tail /tmp/model_hip.tail
+fi
 fi
 # STRESS=1: tests/stress_harness.py at 10^5 operations on cuda and hip; SANITIZE=1:
 # compute-sanitizer memcheck, racecheck and synccheck over the kernel tests on cuda.
@@ -66,15 +86,40 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   for tool in memcheck racecheck synccheck; do
     echo "=== compute-sanitizer --tool $tool (cuda) ==="
     ROCMSTREAMS_BACKEND=cuda timeout 280 compute-sanitizer --tool $tool --print-limit 20 \
+      --report-api-errors no \
       python3 -m pytest -q -p no:cacheprovider tests/test_prepared_launch.py tests/test_ordering.py \
       tests/test_cross_stream.py tests/test_graph_capture.py 2>&1 | tail -n 6
   done
+fi
+# PROBE=1: where a kernel's first launch waits for the device (tests/gpu/first_launch_probe.py).
+if [ "${PROBE:-0}" = 1 ]; then
+  echo "=== first-launch probe (cuda, then hip) ==="
+  ROCMSTREAMS_BACKEND=cuda timeout 120 python3 tests/gpu/first_launch_probe.py 2>&1 | grep -v "warn(\|NumbaPerf"
+  env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 120 python3 tests/gpu/first_launch_probe.py 2>&1 | grep -v "warn(\|NumbaPerf"
+fi
+# NOTEBOOKS=1: the notebooks executed on cuda with their outputs and plots, in $OUT/notebooks.tar
+# (tests/gpu/run_notebooks.py; the image has matplotlib but no Jupyter kernel).
+if [ "${NOTEBOOKS:-0}" = 1 ]; then
+  echo "=== notebooks on cuda ==="
+  rm -rf /tmp/nb && mkdir -p /tmp/nb
+  for nb in notebooks/*.ipynb; do
+    ROCMSTREAMS_BACKEND=cuda timeout 120 python3 tests/gpu/run_notebooks.py /tmp/nb "$nb" 2>&1 | tail -n 3
+  done
+  python3 - <<'PY'
+import json, glob
+for p in sorted(glob.glob("/tmp/nb/*.ipynb")):
+    for c in json.load(open(p))["cells"]:
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "stream":
+                print(p.split("/")[-1], "|", o["text"].strip()[:300])
+PY
+  tar -C /tmp/nb -cf "$out/notebooks.tar" .
 fi
 # COMPARE=DIR: benchmarks/overhead.py of the tree in DIR (an older commit, untracked copy) and
 # of this one, alternating twice, then both side by side (benchmarks/compare_overhead.py).
 if [ -n "${COMPARE:-}" ]; then
   lay_out "$repo/$COMPARE" /tmp/old
-  for round in 1 2; do
+  for round in $(seq 1 ${ROUNDS:-2}); do
     for side in old new; do
       src=/tmp/src; [ $side = old ] && src=/tmp/old
       echo "=== overhead.py, $side tree, round $round ==="
