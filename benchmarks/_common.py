@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["import_peer", "missing_row", "time_call", "summary", "environment", "print_table",
-           "write_json"]
+           "write_json", "progress"]
 
 
 def import_peer(module: str) -> tuple[Any, str | None]:
@@ -28,6 +28,25 @@ def import_peer(module: str) -> tuple[Any, str | None]:
         return importlib.import_module(module), None
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install
         return None, f"{module} does not import here ({type(exc).__name__}: {exc})"
+
+
+def progress(items: Sequence[Any], what: str) -> Any:
+    """``items`` with a progress bar on stderr (tqdm where it is installed, else one line per
+    step), so that long sections never run silent; ``BENCH_PROGRESS=0`` turns it off."""
+    if os.environ.get("BENCH_PROGRESS", "1") == "0":
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _plain_progress(items, what)
+    return tqdm(items, desc=what, file=sys.stderr, leave=False, mininterval=0.5)
+
+
+def _plain_progress(items: Sequence[Any], what: str) -> Any:
+    total = len(items)
+    for i, item in enumerate(items, start=1):
+        print(f"  {what}: {i}/{total}", file=sys.stderr, flush=True)
+        yield item
 
 
 def missing_row(library: str, reason: str, **fields: Any) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class Race:
     def run(self) -> None:
         rounds: dict[str, list[float]] = {lib: [] for lib, _ in self.contenders}
         failed: dict[str, str] = {}
-        for _ in range(self.rounds):
+        for _ in _common.progress(range(self.rounds), f"{self.figure}, rounds"):
             for lib, measure in self.contenders:
                 if lib in failed:
                     continue

@@ -155,7 +155,7 @@ def rocmstreams_rows(host: np.ndarray, repeat: int, sweep: bool) -> list[dict[st
     rows.append(h2d("rocmstreams copy_async from pinned_empty", lambda: rs.copy_async(
         d, pinned, stream=s)))
     if sweep:
-        for chunk in (2, 4, 8, 16, 32):
+        for chunk in _common.progress((2, 4, 8, 16, 32), "H2D sweep, chunk sizes"):
             for threads in (1, 2, 4, 8):
                 with _staging(CHUNK_BYTES=chunk << 20, THREADS=threads):
                     rows.append(h2d(f"  sweep: staged, chunk {chunk} MiB, {threads} threads",
@@ -167,7 +167,7 @@ def rocmstreams_rows(host: np.ndarray, repeat: int, sweep: bool) -> list[dict[st
     with _staging(STAGE_D2H=True):
         rows.append(d2h(f"rocmstreams copy_async to pageable, staged ({cfg})", out))
         if sweep:
-            for chunk in (4, 8, 16):
+            for chunk in _common.progress((4, 8, 16), "D2H sweep, chunk sizes"):
                 for threads in (1, 2, 4, 8):
                     with _staging(CHUNK_BYTES=chunk << 20, THREADS=threads):
                         rows.append(d2h(f"  sweep: staged D2H, chunk {chunk} MiB, "
