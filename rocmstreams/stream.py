@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterator
 
@@ -115,7 +114,7 @@ class RocmStream:
     __slots__ = ("__rocmstreams_core__", "_options", "_finalizer", "_key", "__weakref__")
     __rocmstreams_core__: StreamCore
     _options: StreamOptions | None
-    _finalizer: weakref.finalize | None
+    _finalizer: lifetime.Finalizer | None
     _key: tuple[str, int, int | None]
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
