@@ -138,7 +138,7 @@ class Finalizer(weakref.ref):
 
     __slots__ = ()
     __hash__ = object.__hash__
-    __eq__ = object.__eq__  # type: ignore[assignment]
+    __eq__ = object.__eq__
 
     def detach(self) -> None:
         _owned.pop(self, None)
