@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
 from typing import Any, Callable
 
-from .backends import Backend
+from .backends import Backend, StreamCalls
 from .core import lifetime
 from .core.lifetime import Handle
 from .errors import CaptureError, GraphClosedError, RocmStreamsError
@@ -28,13 +30,43 @@ def _destroy(be: Backend, graph: int, kept: list[Any], graph_exec: int) -> None:
             kept.clear()  # the captured arrays go once the graph is gone
 
 
-def _deliver(source: list[Any], target: list[Any]) -> None:
-    """Host function after a replay: hand the replay's callback errors to the replay stream."""
-    while source:
-        try:
-            target.append(source.pop(0))
-        except IndexError:
-            return
+class _Deliveries:
+    """Where the callback errors of each replay go: to the stream that replay was launched on.
+
+    Replays of one executable graph run one after another, in launch order, whichever streams
+    they are launched on; but the host function that hands a replay's errors to its stream runs
+    on that stream after the replay, so the next replay (on another stream) may run first. So
+    each replay files its errors under its number (a node captured last in the graph), and the
+    host function queued after launch number ``n`` takes the errors filed under ``n``.
+    """
+
+    __slots__ = ("errors", "ended", "launched", "filed", "lock")
+
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors  # what the captured callbacks append to, during one replay
+        self.ended = itertools.count()  # replays ended (counted on callback threads)
+        self.launched = itertools.count()  # replays launched
+        self.filed: dict[int, list[Any]] = {}  # replay number -> its errors, until delivered
+        self.lock = threading.Lock()  # numbers are handed out in launch order
+
+    def replay_ended(self) -> None:
+        """The graph's last node: file the errors this replay's callbacks raised."""
+        number = next(self.ended)
+        taken = []
+        while self.errors:
+            taken.append(self.errors.pop(0))
+        if taken:
+            self.filed[number] = taken
+
+    def launch(self, calls: StreamCalls, graph_exec: int) -> int:
+        """Queue one replay (through the door); its number."""
+        with self.lock:
+            calls.graph_launch(graph_exec)
+            return next(self.launched)
+
+    def deliver(self, number: int, target: list[Any]) -> None:
+        """Host function after replay ``number``: hand its errors to the replay's stream."""
+        target.extend(self.filed.pop(number, ()))
 
 
 class Graph:
@@ -60,7 +92,7 @@ class Graph:
     """
 
     __slots__ = ("_backend", "_device", "_state", "_reason", "_kept", "_handle", "_finalizer",
-                 "_capture", "__weakref__")
+                 "_capture", "_deliveries", "__weakref__")
     _backend: Backend
     _device: int
     _state: str
@@ -69,6 +101,7 @@ class Graph:
     _handle: Handle | None
     _finalizer: Any
     _capture: Capture | None
+    _deliveries: _Deliveries | None  # for a graph with captured host callbacks
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a Graph is made by RocmStream.capture(): "
@@ -85,6 +118,7 @@ class Graph:
         self._handle = None
         self._finalizer = None
         self._capture = None
+        self._deliveries = None
         return self
 
     # state ---------------------------------------------------------------------------------------
@@ -141,14 +175,16 @@ class Graph:
         if core.device != self._device:
             raise ValueError(f"this graph runs on device {self._device}; launch it on a stream "
                              f"of that device, not of device {core.device}")
+        deliveries = self._deliveries
         graph_exec = handle.enter()
         try:
-            core.submit(GRAPH_LAUNCH, type(core.calls).graph_launch, graph_exec)
+            if deliveries is None:
+                core.submit(GRAPH_LAUNCH, type(core.calls).graph_launch, graph_exec)
+                return
+            number = core.submit(GRAPH_LAUNCH, deliveries.launch, graph_exec)
         finally:
             handle.leave()
-        capture = self._capture
-        if capture is not None and capture.has_callbacks:
-            core.add_callback(_deliver, (capture.errors, core.callback_errors))
+        core.add_callback(deliveries.deliver, (number, core.callback_errors))
 
     # lifetime ------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -175,6 +211,15 @@ class Graph:
     def _end(self, core: StreamCore, failed: bool) -> None:
         """End the capture; instantiate, or discard when the block ``failed``."""
         be = self._backend
+        capture = self._capture
+        if not failed and capture is not None and capture.has_callbacks:
+            deliveries = _Deliveries(capture.errors)
+            try:
+                core.add_callback(deliveries.replay_ended, ())  # the graph's last node
+            except BaseException:
+                self._end(core, failed=True)
+                raise
+            self._deliveries = deliveries
         try:
             graph = core.end_capture()
         except RocmStreamsError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterator
 
@@ -64,12 +63,9 @@ _CHECKED: dict[tuple[Any, int, bool, int], StreamOptions] = {}
 
 def _checked_options(be: Backend, ordinal: int, non_blocking: Any, priority: Any,
                      options: StreamOptions | None) -> StreamOptions:
-    """The options, checked (types, then the device's priority range) and kept for reuse."""
+    """The options, checked (types, then the device's priority range) and kept for reuse (the
+    constructor looks the common case up in ``_CHECKED`` itself)."""
     if options is None:
-        if type(non_blocking) is bool and type(priority) is int:  # the common case
-            found = _CHECKED.get((be, ordinal, non_blocking, priority))
-            if found is not None:
-                return found
         options = StreamOptions(non_blocking, priority)
     elif not isinstance(options, StreamOptions):
         raise TypeError(f"options must be a StreamOptions, got {type(options).__name__}")
@@ -115,7 +111,7 @@ class RocmStream:
     __slots__ = ("__rocmstreams_core__", "_options", "_finalizer", "_key", "__weakref__")
     __rocmstreams_core__: StreamCore
     _options: StreamOptions | None
-    _finalizer: weakref.finalize | None
+    _finalizer: lifetime.Finalizer | None
     _key: tuple[str, int, int | None]
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
@@ -126,15 +122,21 @@ class RocmStream:
                             "or as non_blocking=/priority= keywords, not both")
         current = be.get_device()
         ordinal = current if device is None else check_device(device)
-        checked = _checked_options(be, ordinal, non_blocking, priority, options)
+        checked = None
+        if options is None and type(non_blocking) is bool and type(priority) is int:
+            checked = _CHECKED.get((be, ordinal, non_blocking, priority))  # the common case
+        if checked is None:
+            checked = _checked_options(be, ordinal, non_blocking, priority, options)
         lifetime.drain()
         if ordinal == current:
             handle = be.stream_create(checked.non_blocking, checked.priority, ordinal)
         else:
             with using_device(ordinal):
                 handle = be.stream_create(checked.non_blocking, checked.priority, ordinal)
-        core = StreamCore(be, handle, ordinal, owned=True)
-        self._setup(core, checked)
+        core = StreamCore(be, handle, ordinal, True)
+        self.__rocmstreams_core__ = core
+        self._options = checked
+        self._key = (be.name, ordinal, handle)
         self._finalizer = lifetime.own(self, core)
 
     def _setup(self, core: StreamCore, options: StreamOptions | None) -> None:

@@ -203,7 +203,7 @@ class StreamCore(Handle):
 
     def __init__(self, backend: Backend, handle: int, device: int, owned: bool,
                  owner: object = None) -> None:
-        super().__init__(handle, backend.stream_destroy if owned else None, "RocmStream")
+        Handle.__init__(self, handle, backend.stream_destroy if owned else None, "RocmStream")
         self.backend = backend
         self.device = device
         self.calls: StreamCalls = backend.stream_calls(handle)
@@ -287,20 +287,6 @@ class StreamCore(Handle):
         errors = self.callback_errors if capture is None else capture.errors
         self.submit(HOST_FUNC, _launch_host_func, _wrap_callback(fn, args, errors))
 
-    def _control(self, what: str) -> StreamCalls:
-        """Enter for a call a capture refuses (query, synchronize): counted in use."""
-        self.enter()
-        if self.capture is not None:
-            self.leave()
-            raise _capturing(what)
-        if _running:
-            try:
-                refuse_in_callback(what)
-            except BaseException:
-                self.leave()
-                raise
-        return self.calls
-
     def query(self) -> bool:
         """True when the stream is idle (the hot path: the door written out)."""
         users = self.users
@@ -317,10 +303,20 @@ class StreamCore(Handle):
                 self.finish()
 
     def synchronize(self, timeout: float | None = None) -> None:
-        """Wait until the stream is idle; interruptible, ``timeout`` seconds at most."""
-        check_timeout(timeout)
-        calls = self._control("synchronize()")
+        """Wait until the stream is idle; interruptible, ``timeout`` seconds at most (the door
+        written out: a synchronize of an idle stream is a hot path)."""
+        if timeout is not None:
+            check_timeout(timeout)
+        users = self.users
+        users.append(None)
         try:
+            if self.value is None:
+                raise StreamClosedError(self.closed_message())
+            if self.capture is not None:
+                raise _capturing("synchronize()")
+            if _running:
+                refuse_in_callback("synchronize()")
+            calls = self.calls
             if not calls.query():
                 if self.value == PER_THREAD_STREAM:
                     self._wait_per_thread(timeout)
@@ -328,7 +324,9 @@ class StreamCore(Handle):
                     wait_blocking(calls.query, calls.synchronize, timeout, "synchronize()",
                                   self)
         finally:
-            self.leave()
+            users.pop()
+            if self.value is None and not users:
+                self.finish()
         lifetime.drain()
         if self.callback_errors:
             raise _callback_error(self.callback_errors)
@@ -405,7 +403,7 @@ class StreamCore(Handle):
             raise CaptureError("cannot close a stream while it is capturing a graph; leave the "
                                "`with stream.capture()` block first")
         self.owner = None
-        super().close()
+        Handle.close(self)
 
 
 def _capturing(what: str) -> CaptureError:

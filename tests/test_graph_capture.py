@@ -6,6 +6,7 @@ capture only stream work on the capturing stream is allowed on GPUs.
 """
 import gc
 import pickle
+import threading
 import time
 import weakref
 
@@ -238,6 +239,46 @@ def test_a_failing_captured_callback_raises_at_the_replay_streams_synchronize(st
     assert isinstance(info.value.__cause__, KeyError)
     stream.synchronize()  # the capturing stream has nothing to report
     other.synchronize()  # delivered once
+
+
+def test_concurrent_replays_on_two_streams_each_raise_their_own_callback_error(
+        stream, make_stream, stream_calls):
+    """The second replay's callback runs before the first replay's stream has delivered its
+    errors: ``first`` is held by a host function queued right behind its replay (below the
+    door, so nothing else changes), while ``second``'s replay runs after the first replay."""
+    replays = iter(["first", "second"])
+
+    def boom():
+        raise KeyError(next(replays))
+
+    with stream.capture() as graph:
+        stream.launch_host_func(boom)
+    first, second = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    held = first.__rocmstreams_core__.calls.handle
+    gate = threading.Event()
+
+    def hold_after_replay(original):
+        def graph_launch(self, graph_exec):
+            original(self, graph_exec)
+            if self.handle == held:
+                self.launch_host_func(lambda: gate.wait(10))
+        return graph_launch
+
+    stream_calls("graph_launch", hold_after_replay)
+    try:
+        graph.launch(first)
+        graph.launch(second)
+        with pytest.raises(rs.CallbackError) as info:
+            second.synchronize(timeout=20)
+    finally:
+        gate.set()
+    assert info.value.__cause__.args == ("second",)
+    assert "more callbacks" not in str(info.value)
+    with pytest.raises(rs.CallbackError) as info:
+        first.synchronize(timeout=20)
+    assert info.value.__cause__.args == ("first",)
+    first.synchronize()
+    second.synchronize()  # each delivered once
 
 
 # misuse during capture -----------------------------------------------------------------------------

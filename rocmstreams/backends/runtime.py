@@ -207,6 +207,8 @@ class RuntimeBackend:
         # serve the RocmStream that reuses it), and the binding's event objects by handle
         self._calls: dict[int, RuntimeStreamCalls] = {}
         self._events: dict[int, Any] = {}
+        # the binding's objects of pooled streams, which the pool's idle check queries
+        self._stream_objects: dict[int, Any] = {}
         self._pid = os.getpid()
 
     # ---- the choke point ---------------------------------------------------------------------
@@ -378,15 +380,20 @@ class RuntimeBackend:
         live = self._live["streams"]
         key = live.get(stream)
         if key is not None and self.stream_pool_size > 0:
-            pool = self._stream_pool.setdefault(key, [])
-            if (len(pool) < self.stream_pool_size
-                    and self._fn("StreamQuery")(self._a.stream_object(stream))[0]
-                    is self._success):
-                live.pop(stream, None)
-                pool.append(stream)
-                return
+            pool = self._stream_pool.get(key)
+            if pool is None:
+                pool = self._stream_pool.setdefault(key, [])
+            if len(pool) < self.stream_pool_size:
+                obj = self._stream_objects.get(stream)
+                if obj is None:
+                    obj = self._stream_objects[stream] = self._a.stream_object(stream)
+                if self._fn("StreamQuery")(obj)[0] is self._success:
+                    live.pop(stream, None)
+                    pool.append(stream)
+                    return
         self._a.kernels.forget(stream)
         self._calls.pop(stream, None)
+        self._stream_objects.pop(stream, None)
         if not self._a.releases_gil:
             self._wait_polling("StreamQuery", self._stream(stream))
         result = self._fn("StreamDestroy")(stream)

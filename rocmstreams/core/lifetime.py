@@ -7,9 +7,10 @@ handle when the last operation in flight has left, so no call ever reaches the r
 released (or reused) handle, whichever thread closes. ``close`` is idempotent, and a release that
 fails warns, never raises.
 
-Finalizers (``weakref.finalize``) run on any thread, inside any allocation, while any lock is
-held: they only append to a queue (:func:`defer`), which is drained outside locks and outside
-graph captures (:func:`drain`), the way numba-cuda defers its deallocations.
+Finalizers (:func:`own`: ``weakref.finalize``'s mechanism, a weak reference with a callback kept
+in a registry, without its Python-level bookkeeping) run on any thread, inside any allocation,
+while any lock is held: they only append to a queue (:func:`defer`), which is drained outside
+locks and outside graph captures (:func:`drain`), the way numba-cuda defers its deallocations.
 
 The in-flight count is a list whose ``append`` / ``pop`` the interpreter makes atomic; the order
 ``enter``: count, then read ``value``; ``close``: clear ``value``, then read the count, makes
@@ -25,8 +26,8 @@ from typing import Callable, Protocol
 
 from ..errors import RocmStreamsError, StreamClosedError
 
-__all__ = ["Handle", "Closable", "own", "defer", "drain", "pending", "block_releases",
-           "unblock_releases"]
+__all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending",
+           "block_releases", "unblock_releases"]
 
 
 class Closable(Protocol):
@@ -124,10 +125,42 @@ def defer(obj: Closable) -> None:
     _pending.append(obj)
 
 
-def own(owner: object, obj: Closable) -> weakref.finalize:
+#: What each live finalizer closes once its owner is collected (dict set and pop are atomic).
+_owned: dict["Finalizer", Closable] = {}
+
+
+class Finalizer(weakref.ref):
+    """The weak reference :func:`own` registers; :meth:`detach` cancels it (an explicit close).
+
+    It lives in the registry, not in its owner, so that an owner collected in a reference cycle
+    still runs it (the collector skips callbacks of weak references that are garbage too). Its
+    hash and equality are its identity, which stay valid after the owner is gone."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
+    def detach(self) -> None:
+        _owned.pop(self, None)
+
+
+def _collected(ref: Finalizer) -> None:
+    """The callback of every :class:`Finalizer`: hand its object to the queue; no lock, no
+    runtime call, never raises (it runs wherever the collector runs)."""
+    try:
+        obj = _owned.pop(ref, None)
+        if obj is not None:
+            defer(obj)
+    except Exception:  # noqa: BLE001 - at interpreter exit the module's globals may be gone
+        pass
+
+
+def own(owner: object, obj: Closable) -> Finalizer:
     """Close ``obj`` (through the queue) once ``owner`` is collected; ``obj`` must not refer to
     ``owner``. The returned finalizer is detached by an explicit close."""
-    return weakref.finalize(owner, defer, obj)
+    ref = Finalizer(owner, _collected)
+    _owned[ref] = obj
+    return ref
 
 
 def pending() -> int:
