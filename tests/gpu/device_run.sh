@@ -125,22 +125,33 @@ if [ -n "${COMPARE:-}" ]; then
       echo "=== overhead.py, $side tree, round $round ==="
       (cd $src && PYTHONPATH=$src:/tmp/site ROCMSTREAMS_BACKEND=cuda timeout 240 python3 \
         benchmarks/overhead.py --json "$out/overhead_${side}_$round.json" \
-        > "$out/overhead_${side}_$round.txt" 2>&1; echo "exit $?")
+        > "$out/overhead_${side}_$round.txt" 2>/dev/null; echo "exit $?")
     done
   done
   python3 /tmp/src/benchmarks/compare_overhead.py "$out"/overhead_old_*.json -- \
     "$out"/overhead_new_*.json | tee "$out/compare.txt"
 fi
-# BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT.
+# BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT;
+# BENCHES picks some of them (default "overhead staged pipeline").
 if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
   export ROCMSTREAMS_BACKEND=cuda
-  echo "=== benchmarks/overhead.py (cuda) ==="
-  timeout 300 python3 benchmarks/overhead.py --json "$out/overhead.json" > "$out/overhead.txt" 2>&1
-  echo "exit $?"; sed -n '/^targets/,$p' "$out/overhead.txt"
-  echo "=== benchmarks/staged_copies.py ==="
-  timeout 200 python3 benchmarks/staged_copies.py --json "$out/staged_copies.json" > "$out/staged_copies.txt" 2>&1
-  echo "exit $?"; tail -n 30 "$out/staged_copies.txt"
-  echo "=== benchmarks/pipeline.py ==="
-  timeout 200 python3 benchmarks/pipeline.py --json "$out/pipeline.json" > "$out/pipeline.txt" 2>&1
-  echo "exit $?"; tail -n 30 "$out/pipeline.txt"
+  for b in ${BENCHES:-overhead staged pipeline}; do
+    case $b in
+      overhead)
+        echo "=== benchmarks/overhead.py (cuda) ==="
+        timeout 300 python3 benchmarks/overhead.py --json "$out/overhead.json" > "$out/overhead.txt" 2>/dev/null
+        echo "exit $?"; sed -n '/^targets/,$p' "$out/overhead.txt" ;;
+      staged)
+        echo "=== benchmarks/staged_copies.py ==="
+        timeout 200 python3 benchmarks/staged_copies.py --json "$out/staged_copies.json" > "$out/staged_copies.txt" 2>/dev/null
+        echo "exit $?"; tail -n 30 "$out/staged_copies.txt" ;;
+      pipeline)
+        echo "=== benchmarks/pipeline.py ==="
+        timeout 200 python3 benchmarks/pipeline.py --json "$out/pipeline.json" > "$out/pipeline.txt" 2>/dev/null
+        echo "exit $?"; tail -n 40 "$out/pipeline.txt" ;;
+    esac
+  done
 fi
+# At most 8 files come back from $OUT: everything but the notebooks goes into one logs.tgz.
+(cd "$out" && ls | grep -v '^notebooks.tar$' > /tmp/outfiles && [ -s /tmp/outfiles ] && \
+  tar -czf /tmp/logs.tgz -T /tmp/outfiles && xargs rm -f < /tmp/outfiles && mv /tmp/logs.tgz .)
