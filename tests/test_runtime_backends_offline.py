@@ -95,7 +95,7 @@ class FakeBinding:
         return call
 
 
-def make_backend(releases_gil: bool = True, launch_host_func=None
+def make_backend(releases_gil: bool = True, launch_host_func=None, native_entry_points=None
                  ) -> tuple[RuntimeBackend, FakeBinding]:
     binding = FakeBinding()
     adapter = RuntimeAdapter(
@@ -106,7 +106,7 @@ def make_backend(releases_gil: bool = True, launch_host_func=None
         host_alloc="HostMalloc", host_free="HostFree", error_enum=int,
         device_name=lambda call, ordinal: call("DeviceGetName", 256, ordinal),
         format_version=str, kernels=NumbaKernels(lambda: None), releases_gil=releases_gil,
-        launch_host_func=launch_host_func)
+        launch_host_func=launch_host_func, native_entry_points=native_entry_points)
     return RuntimeBackend(adapter), binding
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import backends
@@ -41,6 +41,11 @@ class Config:
     stage_device_to_host : bool
         Stage device-to-host copies into pageable memory too (default False; see
         benchmarks/README.md).
+    native_calls : bool
+        Make the hot runtime calls (stream query, synchronize, event record, prepared kernel
+        launches) from the compiled layer where it was built (default True; False, or the
+        environment variable ``ROCMSTREAMS_NATIVE_CALLS=0``, makes every call through the
+        Python binding). ``rocmstreams.backend().native_calls`` says whether they are in use.
     """
 
     stream_pool_size: int = 16
@@ -50,6 +55,7 @@ class Config:
     staging_threads: int = min(8, os.cpu_count() or 1)
     staging_min_slice_bytes: int = 1 << 20
     stage_device_to_host: bool = False
+    native_calls: bool = field(default_factory=lambda: _native_calls_default())
 
     def __post_init__(self) -> None:
         minimum = {"stream_pool_size": 0, "staging_min_bytes": 0, "staging_chunk_bytes": 1,
@@ -60,9 +66,15 @@ class Config:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
             if value < low:
                 raise ValueError(f"{name}={value} is out of range: it must be at least {low}")
-        if not isinstance(self.stage_device_to_host, bool):
-            raise TypeError("stage_device_to_host must be True or False, got "
-                            f"{self.stage_device_to_host!r}")
+        for name in ("stage_device_to_host", "native_calls"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _native_calls_default() -> bool:
+    """False where ``ROCMSTREAMS_NATIVE_CALLS`` is 0, off, false or no."""
+    value = os.environ.get("ROCMSTREAMS_NATIVE_CALLS", "").strip().lower()
+    return value not in ("0", "off", "false", "no")
 
 
 _current = Config()
@@ -118,6 +130,7 @@ def _apply(new: Config) -> None:
 
 def _push(backend: backends.Backend) -> None:
     backend.stream_pool_size = _current.stream_pool_size
+    backend.native_calls = _current.native_calls
 
 
 backends.on_select(_push)
