@@ -70,3 +70,15 @@ def test_overhead_smoke_measures_every_rocmstreams_figure_and_names_missing_peer
                                                                              value)
     assert {row["figure"] for row in report["targets"]} >= {"launch", "H2D pageable"}
     assert "targets" in stdout
+
+
+def test_hot_calls_offline_smoke_times_the_binding_and_the_compiled_paths(tmp_path):
+    from rocmstreams.backends import native
+    report, stdout = _run("hot_calls_offline.py", tmp_path)
+    timed = {(r["path"], r["call"]) for r in report["rows"] if "ns" in r}
+    assert ("binding", "core.query()") in timed and ("binding", "calls.event_record(e)") in timed
+    if native.built():
+        assert ("compiled", "core.query()") in timed and ("compiled", "core.record(e)") in timed
+    else:
+        assert any(r["path"] == "compiled" and "missing" in r for r in report["rows"])
+    assert all(r["ns"] > 0 for r in report["rows"] if "ns" in r) and "ns per call" in stdout
