@@ -168,14 +168,18 @@ class _BindingLaunch:
     """One prepared kernel's launch through the binding, where the fast call did not launch:
     ``relaunch(handle, config, params, extra)``, and ``failed(status, ...)`` after a refusal."""
 
-    __slots__ = ("driver", "func", "device", "what")
+    __slots__ = ("driver", "func", "device", "what", "streams")
 
     def __init__(self, driver: KernelDriver, func: Any, device: int, what: str) -> None:
         self.driver, self.func, self.device, self.what = driver, func, device, what
+        self.streams: dict[int, Any] = {}  # the binding's stream objects by handle
 
     def relaunch(self, handle: int, config: tuple, params: Any, extra: Any) -> None:
         d = self.driver
-        status = d.launch(self.func, *config, d.stream(handle), params, extra)[0]
+        stream = self.streams.get(handle)
+        if stream is None:
+            stream = self.streams[handle] = d.stream(handle)
+        status = d.launch(self.func, *config, stream, params, extra)[0]
         if status is not d.success:
             self.failed(status, handle, config, params, extra)
 
