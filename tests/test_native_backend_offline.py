@@ -228,3 +228,14 @@ def test_the_hip_on_cuda_shim_defines_every_call_the_compiled_layer_makes():
     from rocmstreams.backends.hip import NATIVE_SYMBOLS
     defined = set(re.findall(r"HIP_API [^(]*?\b(hip\w+)\(", SHIM.read_text()))
     assert len(NATIVE_SYMBOLS) == 4 and set(NATIVE_SYMBOLS) <= defined
+
+
+@needs_extension
+def test_any_failure_finding_the_library_leaves_the_bindings_calls():
+    def broken():
+        raise RuntimeError("the library lookup itself failed")
+
+    assert native.entry_points(broken, ("abs",) * 4) is None
+    be, binding = make_backend(native_entry_points=lambda: native.entry_points(broken,
+                                                                               ("abs",) * 4))
+    assert type(be.stream_calls(0x1000)) is RuntimeStreamCalls and be.native_calls is False
