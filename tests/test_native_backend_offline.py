@@ -239,3 +239,19 @@ def test_any_failure_finding_the_library_leaves_the_bindings_calls():
     be, binding = make_backend(native_entry_points=lambda: native.entry_points(broken,
                                                                                ("abs",) * 4))
     assert type(be.stream_calls(0x1000)) is RuntimeStreamCalls and be.native_calls is False
+
+
+@needs_extension
+def test_the_environment_variable_leaves_the_extension_out_of_the_process():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import rocmstreams as rs; from rocmstreams.backends import native; "
+            "rs.configure(native_calls=True); "
+            "print(native.built(), native.compiled is None, native.enabled())")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root),
+                               "ROCMSTREAMS_NATIVE_CALLS": "0"}, timeout=120)
+    assert done.stdout.split() == ["True", "True", "False"], done.stderr

@@ -5,22 +5,34 @@ points for them.
 headers exist) calls C function pointers bound to what stays fixed: a stream's query, synchronize
 and event record, a prepared kernel's launch. It returns the runtime's status; the backend answers
 success itself and hands every other status to the binding's own call, which raises the runtime's
-error through the backend's one choke point. Where the extension is not built, every call goes
-through the binding, as it always can.
+error through the backend's one choke point. Where the extension is not built, or
+``ROCMSTREAMS_NATIVE_CALLS=0`` was set when rocmstreams was imported (the extension is then left
+out of the process), every call goes through the binding, as it always can.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 try:
-    from . import native_calls as compiled
+    from . import native_calls as _extension
 except ImportError:  # not built: no C compiler or headers at install time
-    compiled = None  # type: ignore[assignment]
+    _extension = None  # type: ignore[assignment]
 
-__all__ = ["EntryPoints", "LaunchBinder", "built", "enabled", "set_enabled", "entry_points",
-           "launch_binder", "handle_call", "handle_pair_call"]
+__all__ = ["EntryPoints", "LaunchBinder", "built", "allowed_by_environment", "enabled",
+           "set_enabled", "entry_points", "launch_binder", "handle_call", "handle_pair_call"]
+
+
+def allowed_by_environment() -> bool:
+    """False where ``ROCMSTREAMS_NATIVE_CALLS`` is 0, off, false or no."""
+    value = os.environ.get("ROCMSTREAMS_NATIVE_CALLS", "").strip().lower()
+    return value not in ("0", "off", "false", "no")
+
+
+#: The extension where it is built and the environment allows it, else None.
+compiled = _extension if allowed_by_environment() else None
 
 #: ``bind(function, params, extra)``: the compiled launch of one kernel function with one
 #: parameter buffer, called as ``(gx, gy, gz, bx, by, bz, shared, raw stream)`` -> status.
@@ -42,7 +54,7 @@ class EntryPoints:
 
 def built() -> bool:
     """Whether the extension was built and imports."""
-    return compiled is not None
+    return _extension is not None
 
 
 def enabled() -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import backends
+from ..backends import native
 
 __all__ = ["Config", "config", "configure"]
 
@@ -43,9 +44,11 @@ class Config:
         benchmarks/README.md).
     native_calls : bool
         Make the hot runtime calls (stream query, synchronize, event record, prepared kernel
-        launches) from the compiled layer where it was built (default True; False, or the
-        environment variable ``ROCMSTREAMS_NATIVE_CALLS=0``, makes every call through the
-        Python binding). ``rocmstreams.backend().native_calls`` says whether they are in use.
+        launches) from the compiled layer where it was built (default True; False makes every
+        call through the Python binding). ``ROCMSTREAMS_NATIVE_CALLS=0`` in the environment at
+        import leaves the compiled layer out of the process altogether (the default is then
+        False, and True cannot bring it back). ``rocmstreams.backend().native_calls`` says
+        whether they are in use.
     """
 
     stream_pool_size: int = 16
@@ -55,7 +58,7 @@ class Config:
     staging_threads: int = min(8, os.cpu_count() or 1)
     staging_min_slice_bytes: int = 1 << 20
     stage_device_to_host: bool = False
-    native_calls: bool = field(default_factory=lambda: _native_calls_default())
+    native_calls: bool = field(default_factory=native.allowed_by_environment)
 
     def __post_init__(self) -> None:
         minimum = {"stream_pool_size": 0, "staging_min_bytes": 0, "staging_chunk_bytes": 1,
@@ -69,12 +72,6 @@ class Config:
         for name in ("stage_device_to_host", "native_calls"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-
-def _native_calls_default() -> bool:
-    """False where ``ROCMSTREAMS_NATIVE_CALLS`` is 0, off, false or no."""
-    value = os.environ.get("ROCMSTREAMS_NATIVE_CALLS", "").strip().lower()
-    return value not in ("0", "off", "false", "no")
 
 
 _current = Config()
