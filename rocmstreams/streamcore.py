@@ -319,6 +319,7 @@ class StreamCore(Handle):
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until the stream is idle; interruptible, ``timeout`` seconds at most."""
         check_timeout(timeout)
+        lifetime.drain()  # frees of arrays dropped so far go on the streams before the wait
         calls = self._control("synchronize()")
         try:
             if not calls.query():

@@ -462,7 +462,8 @@ def test_shim_flag_and_enum_values_are_hip_pythons():
             "hipHostMallocPortable"} <= set(flags)
     for name, value in flags.items():
         assert int(getattr(hip, name)) == int(value, 16), name
-    for enum in ("hipMemcpyKind", "hipStreamCaptureMode", "hipStreamCaptureStatus"):
+    for enum in ("hipMemcpyKind", "hipStreamCaptureMode", "hipStreamCaptureStatus",
+                 "hipMemPoolAttr", "hipDeviceAttribute_t"):
         for name, value in _shim_enum(enum).items():
             assert int(getattr(hip, enum)[name]) == value, name
     graph = dict(re.findall(r"(hipGraphInstantiateFlag\w+) = (\d+),", text))
