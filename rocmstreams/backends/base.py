@@ -92,6 +92,8 @@ class Backend(Protocol):
     #: Idle streams kept per (device, flags, priority) once released (0: none); set from the
     #: configuration (``rocmstreams.configure(stream_pool_size=...)``).
     stream_pool_size: int
+    #: Cached bytes each memory pool keeps when trimmed (``set_release_threshold`` sets it).
+    release_threshold: int
 
     # the error point
     def error(self, code: int, what: str, *, name: str | None = None,

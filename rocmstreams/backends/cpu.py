@@ -184,6 +184,7 @@ class CpuBackend:
         # worker once the stream passed the free (so they are free for any stream), the bytes
         # the pool holds [reserved, peak], and holds on streams a queued free still needs
         self._cached: dict[int, list[np.ndarray]] = {}
+        self._ordered: dict[tuple[int, int], list[np.ndarray]] = {}  # freed, not yet run
         self._pool_bytes = [0, 0]
         self._holds: dict[int, int] = {}
         self._doomed: set[int] = set()
@@ -458,14 +459,13 @@ class CpuBackend:
     # (and whatever that work waited for) has run.
     def malloc_async(self, nbytes: int, stream: int, device: int) -> int:
         size = -(-max(nbytes, 1) // 512) * 512
-        self._worker(stream)  # a bad stream is refused before anything is allocated
-        found = self._cached.get(size)
         buf = None
-        if found:
-            try:
-                buf = found.pop()
-            except IndexError:  # another thread took the last one
-                pass
+        with self._lock:
+            self._worker(stream)  # a bad stream is refused before anything is allocated
+            for found in (self._ordered.get((stream, size)), self._cached.get(size)):
+                if found:
+                    buf = found.pop()
+                    break
         if buf is None:
             ptr = self._allocate(size)
             with self._lock:
@@ -485,16 +485,25 @@ class CpuBackend:
                 raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
             self._release(ptr)
         size = -(-max(nbytes, 1) // 512) * 512
-        cached = self._cached
+        cached, ordered, key = self._cached, self._ordered, (stream, size)
 
         def give_back() -> None:
-            cached.setdefault(size, []).append(buf)
+            with self._lock:
+                waiting = ordered.get(key, [])
+                for i, b in enumerate(waiting):
+                    if b is buf:  # not taken by an allocation on the stream meanwhile
+                        del waiting[i]
+                        cached.setdefault(size, []).append(buf)
+                        return
 
         with self._lock:
             worker = self._worker(stream)
             if worker.completed == worker.enqueued and worker is not self._legacy:
-                give_back()  # the stream has run everything queued on it: free at once
+                cached.setdefault(size, []).append(buf)  # the stream ran everything: free now
                 return
+            # until the stream runs the free, only allocations on that stream may take it (their
+            # work comes after the free in the stream's order), as the GPU pools do
+            ordered.setdefault(key, []).append(buf)
             self._submit(stream, give_back)
 
     def pool_trim(self, device: int) -> None:
