@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeviceArray", "DeviceBlock", "empty", "empty_like", "to_device", "pinned_empty",
            "device_view", "copy_async", "is_pinned", "memory_stats", "empty_cache", "note_use",
-           "block_of"]
+           "block_of", "device_block"]
 
 
 class _Block:
@@ -173,6 +173,12 @@ def _after_other_streams(be: Backend, home: int, others: dict[int, None]) -> Non
                 be.stream_unhold(other)
     finally:
         be.event_destroy(event)
+
+
+def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
+    """A stream-ordered allocation of ``nbytes`` on ``core``'s stream (None: ready for any
+    stream, see :func:`empty`), for memory another library wraps (Numba's memory manager)."""
+    return _allocate(nbytes, device, core)
 
 
 def note_use(block: DeviceBlock | None, stream: int) -> None:
