@@ -364,6 +364,16 @@ class CpuBackend:
             self._captures.pop(worker, None)
         worker.stop()  # queued work still runs, as cudaStreamDestroy lets it
 
+    def _idle(self, worker: _Worker) -> bool:
+        """Whether an operation queued on ``worker`` now would wait for nothing (under the
+        backend lock): its own queue ran, and by the legacy default stream's rules, for the
+        legacy stream every blocking stream's, for a blocking stream the legacy stream's."""
+        if worker.completed != worker.enqueued:
+            return False
+        if worker is self._legacy:
+            return not any(w.completed < w.enqueued for w in self._blocking)
+        return not worker.blocking or self._legacy.completed == self._legacy.enqueued
+
     def _stream_wait_event(self, stream: int, event: int) -> None:
         record = self._event(event).record
         if record is not None and not (record.worker.done_through(record.seq)
@@ -391,10 +401,8 @@ class CpuBackend:
             if worker in self._captures:
                 raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the cpu "
                             "backend cannot record events in a capture", _CAPTURE_UNSUPPORTED)
-            if worker.completed == worker.enqueued and (
-                    worker is not self._legacy or not any(
-                        w.completed < w.enqueued for w in self._blocking)):
-                # nothing queued: the event is complete at once, as a GPU's would be
+            if self._idle(worker):
+                # nothing it would wait for: the event is complete at once, as a GPU's would be
                 ev.record = _Record(worker, worker.enqueued, time.perf_counter())
                 return
             record = _Record(worker, 0)
@@ -498,7 +506,7 @@ class CpuBackend:
 
         with self._lock:
             worker = self._worker(stream)
-            if worker.completed == worker.enqueued and worker is not self._legacy:
+            if self._idle(worker):
                 cached.setdefault(size, []).append(buf)  # the stream ran everything: free now
                 return
             # until the stream runs the free, only allocations on that stream may take it (their
