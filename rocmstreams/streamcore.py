@@ -319,7 +319,9 @@ class StreamCore(Handle):
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until the stream is idle; interruptible, ``timeout`` seconds at most."""
         check_timeout(timeout)
-        lifetime.drain()  # frees of arrays dropped so far go on the streams before the wait
+        # releases run before the wait, not after: the frees of arrays dropped so far are
+        # queued on their streams, and the stream is idle when this returns
+        lifetime.drain()
         calls = self._control("synchronize()")
         try:
             if not calls.query():
@@ -330,7 +332,6 @@ class StreamCore(Handle):
                                   self)
         finally:
             self.leave()
-        lifetime.drain()
         if self.callback_errors:
             raise _callback_error(self.callback_errors)
 

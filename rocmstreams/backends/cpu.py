@@ -368,16 +368,24 @@ class CpuBackend:
         """Whether an operation queued on ``worker`` now would wait for nothing (under the
         backend lock): its own queue ran, and by the legacy default stream's rules, for the
         legacy stream every blocking stream's, for a blocking stream the legacy stream's."""
-        if worker.completed != worker.enqueued:
-            return False
+        return worker.completed == worker.enqueued and self._waits_for_nothing_else(worker)
+
+    def _waits_for_nothing_else(self, worker: _Worker) -> bool:
+        """Whether the legacy default stream's rules add no wait to an operation queued on
+        ``worker`` now (under the backend lock)."""
         if worker is self._legacy:
             return not any(w.completed < w.enqueued for w in self._blocking)
         return not worker.blocking or self._legacy.completed == self._legacy.enqueued
 
     def _stream_wait_event(self, stream: int, event: int) -> None:
         record = self._event(event).record
-        if record is not None and not (record.worker.done_through(record.seq)
-                                       and not self._captures):
+        if record is None:
+            return
+        with self._lock:
+            worker = self._worker(stream)
+            if record.worker.done_through(record.seq) and not self._captures and \
+                    self._waits_for_nothing_else(worker):
+                return  # the wait would wait for nothing
             self._submit(stream, _nothing, [(record.worker, record.seq)])
 
     # events --------------------------------------------------------------------------------
@@ -401,6 +409,8 @@ class CpuBackend:
             if worker in self._captures:
                 raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the cpu "
                             "backend cannot record events in a capture", _CAPTURE_UNSUPPORTED)
+            if worker is self._legacy and (self._ended or len(self._blocking) > 8):
+                self._reap_ended()  # as a legacy submit does
             if self._idle(worker):
                 # nothing it would wait for: the event is complete at once, as a GPU's would be
                 ev.record = _Record(worker, worker.enqueued, time.perf_counter())
