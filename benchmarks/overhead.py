@@ -253,6 +253,19 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     for close in closers:
         close()
 
+    # -- device memory: alloc + free of 4 MiB on a stream (the pools' cost) --
+    print("alloc + free of 4 MiB on a stream, host us per pair", flush=True)
+    mem = Race(f, "alloc + free 4 MiB", "us", n_calls, rounds)
+    mem.add("rocmstreams", lambda: rs.empty(1 << 20, np.float32, stream=s))
+    closers = peers_alloc_free(f, mem) if on_gpu else []
+    if not on_gpu:
+        for peer in ("CuPy", "torch"):
+            f.missing("alloc + free 4 MiB", peer, "peers are measured on the cuda backend")
+    mem.run()
+    for close in closers:
+        close()
+    s.synchronize()
+
     # -- graph replay --
     print("graph replay, device us per kernel of a 100-kernel graph", flush=True)
     f.add("graph replay per kernel", "rocmstreams",
@@ -277,6 +290,38 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
 def _native_off(measure: Callable[[], float]) -> float:
     with rs.configure(native_calls=False):
         return measure()
+
+
+def peers_alloc_free(f: Figures, race: Race) -> list[Callable[[], None]]:
+    """CuPy's and torch's alloc + free of 4 MiB on a stream of their own (their pools)."""
+    closers: list[Callable[[], None]] = []
+    try:
+        import cupy as cp
+    except Exception as exc:  # noqa: BLE001 - a missing peer is a row, not a failure
+        f.missing("alloc + free 4 MiB", "CuPy", f"{type(exc).__name__}: {exc}")
+    else:
+        cs = cp.cuda.Stream(non_blocking=True)
+
+        def cupy_pair() -> None:
+            with cs:
+                cp.empty(1 << 20, cp.float32)
+        race.add("CuPy", cupy_pair)
+        closers.append(cs.synchronize)
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+    except Exception as exc:  # noqa: BLE001
+        f.missing("alloc + free 4 MiB", "torch", f"{type(exc).__name__}: {exc}")
+    else:
+        ts = torch.cuda.Stream()
+
+        def torch_pair() -> None:
+            with torch.cuda.stream(ts):
+                torch.empty(1 << 20, dtype=torch.float32, device="cuda")
+        race.add("torch", torch_pair)
+        closers.append(ts.synchronize)
+    return closers
 
 
 def _unpooled_create_close() -> None:

@@ -166,6 +166,100 @@ class TorchPipeline(_Pipeline):
         self._torch.cuda.empty_cache()
 
 
+class _FreshArrays:
+    """The same pipeline written as users write it: per chunk, fresh device arrays (x and y
+    copied in, out allocated) on the chunk's stream, dropped once the chunk's copy back is
+    queued."""
+
+    def _chunk(self, lo: int, hi: int, s: Any) -> list[Any]:
+        found = self._chunks.get(lo)  # type: ignore[attr-defined]
+        if found is None:
+            found = self._chunks[lo] = self._fresh(lo, hi, s)  # type: ignore[attr-defined]
+        return found
+
+    def h2d(self, lo: int, hi: int, s: Any) -> None:
+        self._chunks[lo] = self._fresh(lo, hi, s)  # type: ignore[attr-defined]
+
+    def kernel(self, lo: int, hi: int, s: Any) -> None:
+        dx, dy, dout = self._chunk(lo, hi, s)
+        self._launch(dout, dx, dy, hi - lo, s)  # type: ignore[attr-defined]
+
+    def d2h(self, lo: int, hi: int, s: Any) -> None:
+        dout = self._chunk(lo, hi, s)[2]
+        self._copy_back(dout, lo, hi, s)  # type: ignore[attr-defined]
+        del self._chunks[lo]  # type: ignore[attr-defined]
+
+
+class RocmstreamsFreshPipeline(_FreshArrays, RocmstreamsPipeline):
+    name = "rocmstreams (fresh arrays)"
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, a: np.float32) -> None:
+        super().__init__(x, y, a)
+        self._dev = []
+        self._chunks: dict[int, list[Any]] = {}
+
+    def _fresh(self, lo: int, hi: int, s: Any) -> list[Any]:
+        rs = self._rs
+        return [rs.to_device(self._host[0][lo:hi], stream=s),
+                rs.to_device(self._host[1][lo:hi], stream=s),
+                rs.empty(hi - lo, np.float32, stream=s)]
+
+    def _launch(self, dout: Any, dx: Any, dy: Any, n: int, s: Any) -> None:
+        blocks = min(self._max_blocks, -(-n // self._threads))
+        self._saxpy[blocks, self._threads, s](dout, self._a, dx, dy)
+
+    def _copy_back(self, dout: Any, lo: int, hi: int, s: Any) -> None:
+        self._rs.copy_async(self._host[2][lo:hi], dout, stream=s)
+
+
+class CupyFreshPipeline(_FreshArrays, CupyPipeline):
+    name = "cupy (fresh arrays)"
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, a: np.float32) -> None:
+        super().__init__(x, y, a)
+        self._dev = []
+        self._chunks: dict[int, list[Any]] = {}
+
+    def _fresh(self, lo: int, hi: int, s: Any) -> list[Any]:
+        cp = self._cp
+        with s:
+            dx, dy, dout = (cp.empty(hi - lo, np.float32) for _ in range(3))
+        dx.set(self._host[0][lo:hi], stream=s)
+        dy.set(self._host[1][lo:hi], stream=s)
+        return [dx, dy, dout]
+
+    def _launch(self, dout: Any, dx: Any, dy: Any, n: int, s: Any) -> None:
+        with s:
+            self._saxpy(self._a, dx, dy, dout)
+
+    def _copy_back(self, dout: Any, lo: int, hi: int, s: Any) -> None:
+        dout.get(stream=s, out=self._host[2][lo:hi], blocking=False)
+
+
+class TorchFreshPipeline(_FreshArrays, TorchPipeline):
+    name = "torch (fresh arrays)"
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, a: np.float32) -> None:
+        super().__init__(x, y, a)
+        self._dev = []
+        self._chunks: dict[int, list[Any]] = {}
+
+    def _fresh(self, lo: int, hi: int, s: Any) -> list[Any]:
+        torch = self._torch
+        with torch.cuda.stream(s):
+            return [self._host[0][lo:hi].to("cuda", non_blocking=True),
+                    self._host[1][lo:hi].to("cuda", non_blocking=True),
+                    torch.empty(hi - lo, dtype=torch.float32, device="cuda")]
+
+    def _launch(self, dout: Any, dx: Any, dy: Any, n: int, s: Any) -> None:
+        with self._torch.cuda.stream(s):
+            self._torch.add(dy, dx, alpha=self._a, out=dout)
+
+    def _copy_back(self, dout: Any, lo: int, hi: int, s: Any) -> None:
+        with self._torch.cuda.stream(s):
+            self._host[2][lo:hi].copy_(dout, non_blocking=True)
+
+
 class _Missing(Exception):
     """The peer imports but cannot run here; becomes a ``missing`` row."""
 
@@ -174,6 +268,9 @@ PEERS: list[tuple[str, str, Callable[..., Any]]] = [
     ("rocmstreams", "rocmstreams", RocmstreamsPipeline),
     ("cupy", "cupy", CupyPipeline),
     ("torch", "torch", TorchPipeline),
+    ("rocmstreams (fresh arrays)", "rocmstreams", RocmstreamsFreshPipeline),
+    ("cupy (fresh arrays)", "cupy", CupyFreshPipeline),
+    ("torch (fresh arrays)", "torch", TorchFreshPipeline),
 ]
 
 
@@ -244,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default=None, help="stream counts (default 1,2,4,8)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed runs per figure, best reported (default 5; 1 smoke)")
-    parser.add_argument("--libraries", default="rocmstreams,cupy,torch")
+    parser.add_argument("--libraries", default="rocmstreams,cupy,torch,rocmstreams (fresh "
+                        "arrays),cupy (fresh arrays),torch (fresh arrays)",
+                        help="comma-separated; the '(fresh arrays)' rows allocate per chunk")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a quick check")
     args = parser.parse_args(argv)
@@ -271,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     for library, module, build in PEERS:
         if library not in wanted:
             continue
-        if library != "rocmstreams" and on_cpu:
+        if not library.startswith("rocmstreams") and on_cpu:
             rows.append(_common.missing_row(library, "peers run on a GPU; the backend is cpu"))
             continue
         _, reason = _common.import_peer(module)

@@ -25,7 +25,7 @@ from .memory import (DeviceArray, copy_async, device_view, empty, empty_cache, e
 from .stream import RocmStream, StreamOptions, default_stream, per_thread_default_stream
 from .trace import Trace, TraceRecord, range, trace  # noqa: A004 - rs.range, NVTX's name
 from .integrations import numba as _numba  # noqa: F401  (registers the Numba launch hook)
-from .integrations.numba import prepare
+from .integrations.numba import prepare, use_for_numba
 
 __version__ = "0.1.0"
 
@@ -35,7 +35,7 @@ __all__ = [
     "RocmStream", "StreamOptions", "default_stream", "per_thread_default_stream", "Event",
     "Graph",
     "DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "device_view",
-    "copy_async", "is_pinned", "memory_stats", "empty_cache", "prepare", "trace", "Trace", "TraceRecord",
+    "copy_async", "is_pinned", "memory_stats", "empty_cache", "prepare", "use_for_numba", "trace", "Trace", "TraceRecord",
     "RocmStreamsError", "BackendUnavailableError", "InvalidDeviceError", "StreamCreationError",
     "StreamClosedError", "SynchronizeError", "OutOfMemoryError", "EventError",
     "EventTimingDisabledError", "EventNotRecordedError", "EventNotReadyError", "CallbackError",

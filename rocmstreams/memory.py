@@ -8,35 +8,57 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
 from . import staging
-from .backends import active
+from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
 from .core.config import config
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
-from .errors import CaptureError, OutOfMemoryError
+from .errors import CaptureError, OutOfMemoryError, RocmStreamsError
 from .streamcore import COPY, StreamCore, core_of, default_core
 
 if TYPE_CHECKING:
     from .stream import RocmStream
 
-__all__ = ["DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "device_view",
-           "copy_async", "is_pinned", "memory_stats", "empty_cache"]
+__all__ = ["DeviceArray", "DeviceBlock", "empty", "empty_like", "to_device", "pinned_empty",
+           "device_view", "copy_async", "is_pinned", "memory_stats", "empty_cache", "note_use",
+           "block_of", "device_block"]
 
 
 class _Block:
-    """One allocation (device or page-locked), owned through a lifetime Handle; freed once no
-    array views it, through the release queue."""
+    """One page-locked allocation, owned through a lifetime Handle; freed once no array views
+    it, through the release queue."""
 
     __slots__ = ("ptr", "nbytes", "device", "handle", "__weakref__")
 
     def __init__(self, ptr: int, nbytes: int, device: int, handle: Handle) -> None:
         self.ptr, self.nbytes, self.device, self.handle = ptr, nbytes, device, handle
+        lifetime.own(self, handle)
+
+
+class DeviceBlock:
+    """One stream-ordered device allocation and the streams it was used on.
+
+    ``home`` is the stream it was allocated on, and freed on; ``others`` (a dict used as an
+    ordered set) the other streams work using it was queued on, each held open until the free
+    (:func:`note_use` adds them). ``ready`` is False while work on another stream may not yet
+    touch it (see :func:`empty`). Freed once no array views it, through the release queue: the
+    home stream waits for an event recorded on each other stream, then frees it (never a host
+    wait).
+    """
+
+    __slots__ = ("ptr", "nbytes", "device", "home", "others", "ready", "handle", "__weakref__")
+
+    def __init__(self, ptr: int, nbytes: int, device: int, home: int, ready: bool,
+                 handle: Handle, others: dict[int, None]) -> None:
+        self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
+        self.ready, self.handle, self.others = ready, handle, others
         lifetime.own(self, handle)
 
 
@@ -68,58 +90,168 @@ class _Stats:
 
 
 _stats = _Stats()
+_uses = threading.Lock()  # taken only to add a stream to a block's others (the first use there)
 
 
-def _allocate(nbytes: int, device: int) -> _Block:
+def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
+    """A block on ``core``'s stream (held open until the free), or with ``core`` None (or
+    capturing) on the memory stream of ``device``: the backend's own, which only allocates,
+    waits and frees."""
     be = active()
     lifetime.drain()
-    with using_device(device):
-        try:
-            ptr = be.malloc(nbytes)
-        except OutOfMemoryError as first:
-            # arrays already dropped may still wait in the release queue: free them, once
-            if not lifetime.pending():
-                raise _out_of_memory(first, nbytes, device) from first
-            lifetime.drain()
-            with _stats.lock:
-                _stats.of(device)["retries_after_release"] += 1
-            try:
-                ptr = be.malloc(nbytes)
-            except OutOfMemoryError as second:
-                raise _out_of_memory(second, nbytes, device) from second
+    if core is None or core.capture is not None:
+        home, ready = be.memory_stream(device), False
+    else:
+        home, ready = core.enter(), True  # counted in use: a concurrent close waits for the hold
+    try:
+        if home == LEGACY_STREAM or home == PER_THREAD_STREAM:
+            with using_device(device):
+                ptr = _malloc(be, nbytes, home, device)
+        else:
+            ptr = _malloc(be, nbytes, home, device)
+        be.stream_hold(home)
+    finally:
+        if ready:
+            cast(StreamCore, core).leave()
     _stats.allocated(device, nbytes)
+    others: dict[int, None] = {}
+    return DeviceBlock(ptr, nbytes, device, home, ready,
+                       Handle(ptr, _releaser(be, nbytes, device, home, others),
+                              "device allocation"), others)
 
-    def release(value: int) -> None:
-        be.free(value)
-        _stats.freed(device, nbytes)
 
-    return _Block(ptr, nbytes, device, Handle(ptr, release, "device allocation"))
+def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
+    try:
+        return be.malloc_async(nbytes, home, device)
+    except OutOfMemoryError as first:
+        # arrays already dropped may still wait in the release queue, and the pool caches
+        # freed memory: free them and give the cache back, then try once more
+        lifetime.drain()
+        be.pool_trim(device)
+        with _stats.lock:
+            _stats.of(device)["retries_after_release"] += 1
+        try:
+            return be.malloc_async(nbytes, home, device)
+        except OutOfMemoryError as second:
+            raise _out_of_memory(second, nbytes, device) from first
+
+
+def _releaser(be: Backend, nbytes: int, device: int, home: int,
+              others: dict[int, None]) -> Callable[[int], None]:
+    def release(ptr: int) -> None:
+        try:
+            try:
+                if others:
+                    with using_device(device):
+                        _after_other_streams(be, home, others)
+            except RocmStreamsError as exc:
+                # a stream it was used on is gone from under us (a borrowed stream its owner
+                # destroyed): fall back to the runtime's free, which waits for the device
+                warnings.warn(f"rocmstreams: ordering the free of {ptr:#x} after its use on "
+                              f"other streams failed ({exc}); freeing it after the whole "
+                              "device instead", ResourceWarning, stacklevel=2)
+                be.free(ptr)
+            else:
+                be.free_async(ptr, nbytes, home, device)
+        finally:
+            be.stream_unhold(home)
+            _stats.freed(device, nbytes)
+
+    return release
+
+
+def _after_other_streams(be: Backend, home: int, others: dict[int, None]) -> None:
+    """Make ``home`` wait (on the device) for the work queued so far on each of ``others``."""
+    event = be.event_create(False)
+    try:
+        home_calls = be.stream_calls(home)
+        for other in list(others):
+            try:
+                be.stream_calls(other).event_record(event)
+                home_calls.wait_event(event)  # waits for the record made just now
+            finally:
+                be.stream_unhold(other)
+    finally:
+        be.event_destroy(event)
+
+
+def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
+    """A stream-ordered allocation of ``nbytes`` on ``core``'s stream (None: ready for any
+    stream, see :func:`empty`), for memory another library wraps (Numba's memory manager)."""
+    return _allocate(nbytes, device, core)
+
+
+def note_use(block: DeviceBlock | None, stream: int) -> None:
+    """Work using ``block`` is being queued on ``stream`` (a raw handle, not its home): from
+    inside the door of that stream (prepared launches, Numba's launch, copies). The first use
+    there holds the stream open until the free, and where the block is not yet ready for other
+    streams (see :func:`empty`) makes ``stream`` wait for its allocation."""
+    if block is None or stream in block.others or stream == block.home:
+        return
+    be = active()
+    with _uses:
+        if stream in block.others:
+            return
+        block.others[stream] = None
+        be.stream_hold(stream)
+    if not block.ready:
+        _wait_for_allocation(be, block, stream)
+
+
+def _wait_for_allocation(be: Backend, block: DeviceBlock, stream: int) -> None:
+    home = be.stream_calls(block.home)
+    if home.query():  # every free queued there before the allocation has run
+        block.ready = True
+        return
+    event = be.event_create(False)
+    try:
+        home.event_record(event)
+        be.stream_calls(stream).wait_event(event)
+    finally:
+        be.event_destroy(event)
+
+
+def block_of(array: Any) -> DeviceBlock | None:
+    """The stream-ordered block a rocmstreams device array views, else None."""
+    return array.__rocmstreams_block__ if type(array) is DeviceArray else None
 
 
 def _out_of_memory(exc: OutOfMemoryError, nbytes: int, device: int) -> OutOfMemoryError:
-    in_use = memory_stats(device)["in_use_bytes"]
+    found = memory_stats(device)
     return OutOfMemoryError(
         f"out of device memory on device {device}: asked for {nbytes} bytes while rocmstreams "
-        f"holds {in_use} bytes there; drop arrays you no longer need (then rs.empty_cache()) or "
+        f"holds {found['in_use_bytes']} bytes there in arrays ({found['reserved_bytes']} bytes "
+        f"reserved by the pool); drop arrays you no longer need (then rs.empty_cache()) or "
         f"allocate less ({exc.message})", backend=exc.backend, code=exc.code, name=exc.name,
         runtime_message=exc.runtime_message)
 
 
 def memory_stats(device: int | None = None) -> dict[str, int]:
-    """Device memory rocmstreams holds on ``device`` (the current one when omitted):
-    ``in_use_bytes``, ``peak_bytes``, ``allocations`` and ``frees`` (counts), and
-    ``pending_releases`` (dropped objects whose release waits for the next rocmstreams call)."""
+    """Device memory rocmstreams holds on ``device`` (the current one when omitted).
+
+    ``in_use_bytes`` and ``peak_bytes``: bytes in live arrays, now and at most;
+    ``reserved_bytes`` and ``reserved_peak_bytes``: bytes the pool holds from the device (in
+    arrays and cached for reuse); ``allocations`` and ``frees`` (counts);
+    ``retries_after_release`` (allocations that first failed, then succeeded after releasing
+    what was dropped and cached); ``pending_releases`` (dropped objects whose release waits for
+    the next rocmstreams call).
+    """
     ordinal = check_device(device)
     with _stats.lock:
         found = dict(_stats.of(ordinal))
+    found.update(active().pool_usage(ordinal))
     found["pending_releases"] = lifetime.pending()
     return found
 
 
 def empty_cache() -> None:
-    """Release now what dropped arrays and streams left in the release queue, and the idle
+    """Release now what dropped arrays and streams left in the release queue, give the memory
+    the pools cache back to the device (what the device has finished with), and free the idle
     page-locked staging buffers."""
     lifetime.drain()
+    be = active()
+    for device in range(be.get_device_count()):
+        be.pool_trim(device)
     staging.free_buffers()
 
 
@@ -133,24 +265,27 @@ class DeviceArray:
 
     # __rocmstreams_abi__: the kernel-ABI values the Numba integration caches on the array
     __slots__ = ("_ptr", "_shape", "_dtype", "_device", "_keepalive", "__rocmstreams_abi__",
-                 "__weakref__")
+                 "__rocmstreams_block__", "__weakref__")
     _ptr: int
     _shape: tuple[int, ...]
     _dtype: np.dtype
     _device: int
     _keepalive: object
-    __rocmstreams_abi__: tuple[Any, tuple[int, ...]] | None
+    __rocmstreams_abi__: tuple[Any, tuple[int, ...], Any, Any] | None
+    #: the stream-ordered allocation the array views (None: memory rocmstreams does not pool)
+    __rocmstreams_block__: DeviceBlock | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("use rocmstreams.empty, empty_like, to_device or device_view")
 
     @classmethod
     def _wrap(cls, ptr: int, shape: tuple[int, ...], dtype: np.dtype, device: int,
-              keepalive: object) -> "DeviceArray":
+              keepalive: object, block: DeviceBlock | None = None) -> "DeviceArray":
         self = object.__new__(cls)
         self._ptr, self._shape, self._dtype = ptr, shape, dtype
         self._device, self._keepalive = device, keepalive
         self.__rocmstreams_abi__ = None
+        self.__rocmstreams_block__ = block
         return self
 
     @property
@@ -204,7 +339,7 @@ class DeviceArray:
         hi = max(hi, lo)
         row = self.strides[0]
         return DeviceArray._wrap(self._ptr + lo * row, (hi - lo,) + self._shape[1:], self._dtype,
-                                 self._device, self)
+                                 self._device, self, self.__rocmstreams_block__)
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
@@ -238,28 +373,49 @@ class DeviceArray:
 
 def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
           device: int | None = None, stream: "RocmStream | None" = None) -> DeviceArray:
-    """An uninitialised device array, usable by work queued on ``stream`` (and any stream
-    after it); on the device of ``stream`` when ``device`` is omitted.
+    """An uninitialised device array from the device's stream-ordered memory pool.
+
+    With ``stream``, the memory is allocated on that stream: work queued on ``stream`` after
+    this call may use it, and so may work on any stream ordered after that point (as with
+    CuPy's and PyTorch's current stream). Without ``stream``, on ``device`` (the current one
+    when omitted), it is ready for work on any stream.
+
+    Dropping the array never waits: it is freed on the stream it was allocated on, once that
+    stream and every other stream rocmstreams queued work using it on have passed that work.
 
     Raises
     ------
     TypeError
         ``shape`` is not an int or a tuple of ints, or ``dtype`` holds Python objects.
     ValueError
-        A negative extent, or a size no device can hold.
+        A negative extent, a size no device can hold, or a ``device`` that is not the device of
+        ``stream``.
     OutOfMemoryError
-        The device cannot hold it; streams stay usable.
+        The device cannot hold it, even after releasing what was dropped and cached; streams
+        stay usable.
     """
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
+    core = None
     if stream is not None:
         core = core_of(stream, "empty(stream=)")
         core.check(COPY)  # a closed stream is refused before anything is allocated
         if device is None:
             device = core.device
     ordinal = check_device(device)
-    block = _allocate(nbytes, ordinal)
-    return DeviceArray._wrap(block.ptr, shape, dtype, ordinal, block)
+    if core is not None and ordinal != core.device:
+        raise ValueError(f"device={ordinal} is not the device of the stream (device "
+                         f"{core.device}); allocate on a stream of device {ordinal}, or leave "
+                         "device out")
+    return _new(shape, dtype, nbytes, ordinal, core)
+
+
+def _new(shape: tuple[int, ...], dtype: np.dtype, nbytes: int, device: int,
+         core: StreamCore | None) -> DeviceArray:
+    if not nbytes:  # holds no memory
+        return DeviceArray._wrap(0, shape, dtype, device, None)
+    block = _allocate(nbytes, device, core)
+    return DeviceArray._wrap(block.ptr, shape, dtype, device, block, block)
 
 
 def empty_like(ary: Any, *, device: int | None = None,
@@ -271,17 +427,26 @@ def empty_like(ary: Any, *, device: int | None = None,
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
               device: int | None = None) -> DeviceArray:
-    """A new device array, filled from host array ``ary`` by an async copy on ``stream``.
+    """A new device array, allocated on ``stream`` and filled from host array ``ary`` by an
+    async copy there (the legacy default stream when omitted; see :func:`empty`).
 
     From pageable memory the call returns once ``ary`` has been read (see :func:`copy_async`).
     """
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
-    device_dtype(ary.dtype)
-    core = _core(stream)  # a bad stream is refused before anything is allocated
+    dtype = device_dtype(ary.dtype)
+    # a bad stream is refused before anything is allocated
+    core = _core(stream) if stream is not None or device is None else \
+        default_core(check_device(device))
+    core.check(COPY)
     if not ary.flags.c_contiguous:
         ary = np.ascontiguousarray(ary)
-    out = empty(ary.shape, ary.dtype, device=core.device if device is None else device)
+    ordinal = core.device if device is None else check_device(device)
+    if ordinal != core.device:
+        raise ValueError(f"device={ordinal} is not the device of the stream (device "
+                         f"{core.device}); copy on a stream of device {ordinal}, or leave "
+                         "device out")
+    out = _new(ary.shape, dtype, ary.nbytes, ordinal, core)
     _copy(core, out, ary, stream)
     return out
 
@@ -402,6 +567,10 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
 def _queue_copy(calls: Any, dst: Any, src: Any, d: ArrayInfo, s: ArrayInfo, pageable: bool,
                 core: StreamCore) -> None:
     """Inside the door: the runtime copy, or a staged one for large pageable endpoints."""
+    if type(dst) is DeviceArray:
+        note_use(dst.__rocmstreams_block__, calls.handle)
+    if type(src) is DeviceArray:
+        note_use(src.__rocmstreams_block__, calls.handle)
     nbytes = d.nbytes
     cfg = config()
     if pageable and nbytes >= cfg.staging_min_bytes:

@@ -307,6 +307,9 @@ class StreamCore(Handle):
         written out: a synchronize of an idle stream is a hot path)."""
         if timeout is not None:
             check_timeout(timeout)
+        # releases run before the wait, not after: the frees of arrays dropped so far are
+        # queued on their streams, and the stream is idle when this returns
+        lifetime.drain()
         users = self.users
         users.append(None)
         try:
@@ -327,7 +330,6 @@ class StreamCore(Handle):
             users.pop()
             if self.value is None and not users:
                 self.finish()
-        lifetime.drain()
         if self.callback_errors:
             raise _callback_error(self.callback_errors)
 

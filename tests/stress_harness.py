@@ -47,6 +47,9 @@ def run(ops: int = 2000, streams: int = 16, threads: int = 8, seed: int = 0) -> 
     rs.default_stream().synchronize()
     lock = threading.Lock()
     published: list[tuple[rs.Event, int]] = []  # (event, last tag before its record)
+    # events recorded just before each close: the default stream's synchronize does not wait
+    # for a closed non-blocking stream's queued work, these do
+    tails: list[rs.Event] = []
     before: dict[int, list[int]] = {}  # tag -> tags that must run earlier
     next_tag = iter(range(ops))
     per_thread = max(1, streams // threads)
@@ -73,7 +76,10 @@ def run(ops: int = 2000, streams: int = 16, threads: int = 8, seed: int = 0) -> 
                         pending[k].append(upto)
                         report.waits += 1
                 elif roll < 0.17:  # close and replace, while other threads go on
+                    tail = s.record()
                     s.close()
+                    with lock:
+                        tails.append(tail)
                     mine[k] = s = rs.RocmStream(non_blocking=True)
                     last[k] = None
                     pending[k] = []
@@ -104,6 +110,8 @@ def run(ops: int = 2000, streams: int = 16, threads: int = 8, seed: int = 0) -> 
         t.start()
     for t in workers:
         t.join()
+    for tail in tails:  # the work queued on each closed stream before its close
+        tail.synchronize()
     rs.default_stream().synchronize()
     order = log.copy_to_host()
     rs.default_stream().synchronize()

@@ -31,8 +31,12 @@ def test_pipeline_smoke_reports_verified_rocmstreams_rows_and_names_missing_peer
         assert 0 < r["time_ms"] < 60_000 and r["gbps"] > 0
         assert r["ideal_ms"] == max(r["stages_ms"].values()) > 0
         assert r["overlap"] == pytest.approx(r["ideal_ms"] / r["time_ms"])
-    peers = {r["library"] for r in report["rows"]} - {"rocmstreams"}
-    assert peers == {"cupy", "torch"}  # measured, or a row saying why not
+    fresh = [r for r in report["rows"] if r["library"] == "rocmstreams (fresh arrays)"]
+    assert [r["streams"] for r in fresh] == report["streams"]
+    assert all(r["verified"] is True for r in fresh)
+    peers = {r["library"] for r in report["rows"]} - {"rocmstreams", "rocmstreams (fresh arrays)"}
+    # measured, or a row saying why not
+    assert peers == {"cupy", "torch", "cupy (fresh arrays)", "torch (fresh arrays)"}
     for r in report["rows"]:
         assert "missing" in r or "error" in r or r.get("verified") is True
     assert "rocmstreams" in stdout and "overlap" in stdout

@@ -125,27 +125,31 @@ def test_memory_stats_count_what_is_allocated_and_freed():
     assert after["frees"] - base["frees"] == 5 and after["pending_releases"] == 0
 
 
-def test_out_of_memory_first_releases_what_was_dropped_then_retries(runtime, monkeypatch):
+def test_out_of_memory_first_releases_what_was_dropped_and_cached_then_retries(runtime,
+                                                                               monkeypatch):
     from rocmstreams.core import lifetime
-    real = runtime.malloc
-    calls, released = [], []
+    real = runtime.malloc_async
+    calls, events = [], []
 
     class Dropped:  # an array another thread dropped while this one allocated
         def close(self):
-            released.append(len(calls))
+            events.append("released")
 
-    def tight(nbytes):
+    def tight(nbytes, stream, device):
         calls.append(nbytes)
         if len(calls) == 1:
             lifetime.defer(Dropped())
             raise rs.OutOfMemoryError("no room", backend=runtime.name, code=2, name="oom")
-        return real(nbytes)
+        return real(nbytes, stream, device)
 
+    real_trim = runtime.pool_trim
     before = rs.memory_stats()["retries_after_release"]
-    monkeypatch.setattr(runtime, "malloc", tight)
+    monkeypatch.setattr(runtime, "malloc_async", tight)
+    monkeypatch.setattr(runtime, "pool_trim",
+                        lambda device: (events.append("trimmed"), real_trim(device)))
     d = rs.empty(128, np.uint8)
     assert len(calls) == 2 and d.nbytes == 128
-    assert released == [1]  # released before the second try
+    assert events == ["released", "trimmed"]  # both before the second try
     assert rs.memory_stats()["retries_after_release"] == before + 1
 
 

@@ -1045,7 +1045,10 @@ def dropped_event_wait(monkeypatch):
     swallowed: list[tuple[Any, Any]] = []
 
     def dropped(calls: Any, event: Any) -> None:
-        swallowed.append((calls.handle, event))
+        # counted: the waits stream.wait() makes (not those that order the frees of dropped
+        # arrays after their use on other streams, which rocmstreams.memory makes)
+        if sys._getframe(1).f_globals.get("__name__") != "rocmstreams.memory":
+            swallowed.append((calls.handle, event))
 
     monkeypatch.setattr(type(runtime.stream_calls(0)), "wait_event", dropped)
     return swallowed

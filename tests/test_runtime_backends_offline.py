@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rocmstreams.backends import runtime
+from rocmstreams.backends.base import LEGACY_STREAM as LEGACY
 from rocmstreams.backends.runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend
 from rocmstreams.errors import (BackendUnavailableError, CaptureError, EventNotReadyError,
                                 InvalidDeviceError, OutOfMemoryError, RocmStreamsError,
@@ -77,7 +78,8 @@ class FakeBinding:
                 stream, fn_address, key = args
                 ctypes.CFUNCTYPE(None, ctypes.c_void_p)(fn_address)(key)  # the runtime runs it
             if name in ("StreamCreateWithPriority", "EventCreateWithFlags", "Malloc",
-                        "HostMalloc", "StreamEndCapture", "GraphInstantiateWithFlags"):
+                        "HostMalloc", "StreamEndCapture", "GraphInstantiateWithFlags",
+                        "MallocAsync", "DeviceGetDefaultMemPool"):
                 return (status, next(self.handles) if status == OK else None)
             if name == "StreamIsCapturing":
                 return (status, self.status.get("capture_status", 0))
@@ -85,6 +87,10 @@ class FakeBinding:
                 return (status, 0, -5)
             if name in ("GetDeviceCount", "GetDevice", "RuntimeGetVersion", "DriverGetVersion"):
                 return (status, 60443484)
+            if name == "DeviceGetAttribute":
+                return (status, self.status.get("pools_supported", 1))
+            if name == "MemPoolGetAttribute":
+                return (status, 4096)
             if name == "EventElapsedTime":
                 return (status, 1.5)
             if name == "DeviceGetName":
@@ -95,7 +101,8 @@ class FakeBinding:
         return call
 
 
-def make_backend(releases_gil: bool = True, launch_host_func=None, native_entry_points=None
+def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool = False,
+                 native_entry_points=None
                  ) -> tuple[RuntimeBackend, FakeBinding]:
     binding = FakeBinding()
     adapter = RuntimeAdapter(
@@ -106,7 +113,13 @@ def make_backend(releases_gil: bool = True, launch_host_func=None, native_entry_
         host_alloc="HostMalloc", host_free="HostFree", error_enum=int,
         device_name=lambda call, ordinal: call("DeviceGetName", 256, ordinal),
         format_version=str, kernels=NumbaKernels(lambda: None), releases_gil=releases_gil,
-        launch_host_func=launch_host_func, native_entry_points=native_entry_points)
+        launch_host_func=launch_host_func, native_entry_points=native_entry_points,
+        memory_pools_attribute="pools-attribute" if pools else None,
+        pool_get_attribute=(lambda call, pool, name: call("MemPoolGetAttribute", pool, name))
+        if pools else None,
+        pool_set_attribute=(lambda call, pool, name, value: call("MemPoolSetAttribute", pool,
+                                                                 name, value))
+        if pools else None)
     return RuntimeBackend(adapter), binding
 
 
@@ -462,7 +475,8 @@ def test_shim_flag_and_enum_values_are_hip_pythons():
             "hipHostMallocPortable"} <= set(flags)
     for name, value in flags.items():
         assert int(getattr(hip, name)) == int(value, 16), name
-    for enum in ("hipMemcpyKind", "hipStreamCaptureMode", "hipStreamCaptureStatus"):
+    for enum in ("hipMemcpyKind", "hipStreamCaptureMode", "hipStreamCaptureStatus",
+                 "hipMemPoolAttr", "hipDeviceAttribute_t"):
         for name, value in _shim_enum(enum).items():
             assert int(getattr(hip, enum)[name]) == value, name
     graph = dict(re.findall(r"(hipGraphInstantiateFlag\w+) = (\d+),", text))
@@ -581,4 +595,59 @@ def test_a_refused_destroy_leaves_the_stream_counted_as_live():
     assert be.live_handles()["streams"] == 1
     binding.status["StreamDestroy"] = OK
     be.stream_destroy(handle)
+    assert be.live_handles()["streams"] == 0
+
+
+# ---- stream-ordered memory ---------------------------------------------------------------------
+def test_pools_allocate_and_free_on_the_stream_with_the_threshold_set_once():
+    be, binding = make_backend(pools=True)
+    s = be.stream_create(True, 0, 0)
+    ptr = be.malloc_async(100, s, 0)
+    be.free_async(ptr, 100, s, 0)
+    be.malloc_async(100, LEGACY, 0)
+    assert _calls(binding, "MallocAsync") == [(100, s), (100, 1)]  # 0 is the legacy stream
+    assert _calls(binding, "FreeAsync") == [(ptr, s)]
+    assert [a[1:] for a in _calls(binding, "MemPoolSetAttribute")] == [
+        ("AttrReleaseThreshold", runtime.KEEP_ALL)]
+    assert not _calls(binding, "Malloc")
+    be.set_release_threshold(0)
+    assert _calls(binding, "MemPoolSetAttribute")[-1][1:] == ("AttrReleaseThreshold", 0)
+    assert be.pool_usage(0) == {"reserved_bytes": 4096, "reserved_peak_bytes": 4096}
+    be.pool_trim(0)
+    assert len(_calls(binding, "MemPoolTrimTo")) == 1
+
+
+def test_without_pools_a_block_freed_on_a_stream_is_reused_there_only():
+    be, binding = make_backend(pools=True)
+    binding.status["pools_supported"] = 0
+    s, t = be.stream_create(True, 0, 0), be.stream_create(True, 0, 0)
+    ptr = be.malloc_async(1000, s, 0)
+    be.free_async(ptr, 1000, s, 0)
+    assert not _calls(binding, "Free")  # cached, not freed
+    assert be.malloc_async(1000, t, 0) != ptr  # another stream: not ordered after the free
+    assert be.malloc_async(1000, s, 0) == ptr  # the same stream: after the free in its order
+    assert len(_calls(binding, "Malloc")) == 2 and not _calls(binding, "MallocAsync")
+    be.free_async(ptr, 1000, s, 0)
+    be.pool_trim(0)
+    assert _calls(binding, "Free") == [(ptr,)]
+
+
+def test_a_held_stream_is_destroyed_by_its_last_unhold():
+    be, binding = make_backend()
+    be.stream_pool_size = 0
+    s = be.stream_create(True, 0, 0)
+    be.stream_hold(s)
+    be.stream_hold(s)
+    be.stream_destroy(s)
+    be.stream_unhold(s)
+    assert not _calls(binding, "StreamDestroy") and be.live_handles()["streams"] == 1
+    be.stream_unhold(s)
+    assert _calls(binding, "StreamDestroy") == [(s,)] and be.live_handles()["streams"] == 0
+
+
+def test_the_memory_stream_is_made_once_and_not_counted_as_live():
+    be, binding = make_backend()
+    first = be.memory_stream(0)
+    assert be.memory_stream(0) == first
+    assert len(_calls(binding, "StreamCreateWithPriority")) == 1
     assert be.live_handles()["streams"] == 0

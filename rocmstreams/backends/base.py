@@ -103,6 +103,8 @@ class Backend(Protocol):
     #: made from compiled code (backends.native); set from the configuration
     #: (``rocmstreams.configure(native_calls=...)``), read back False where they cannot be.
     native_calls: bool
+    #: Cached bytes each memory pool keeps when trimmed (``set_release_threshold`` sets it).
+    release_threshold: int
 
     # the error point
     def error(self, code: int, what: str, *, name: str | None = None,
@@ -141,6 +143,32 @@ class Backend(Protocol):
     def host_malloc(self, nbytes: int) -> int:
         """Page-locked host memory, mapped into the device's address space."""
     def host_free(self, ptr: int) -> None: ...
+
+    # stream-ordered memory (the runtime's pool; where a device has none, a cache of our own
+    # with the same semantics)
+    def malloc_async(self, nbytes: int, stream: int, device: int) -> int:
+        """Device memory usable by work queued on ``stream`` after this call (and by work on
+        any stream ordered after that point); ``device`` is the stream's, made current."""
+    def free_async(self, ptr: int, nbytes: int, stream: int, device: int) -> None:
+        """Return ``ptr`` (from :meth:`malloc_async`) to the pool once ``stream`` passes the
+        work queued on it so far; never blocks the host, never synchronizes the device."""
+    def memory_pools(self, device: int) -> bool:
+        """Whether ``device`` allocates from the runtime's pool (False: the backend's cache)."""
+    def memory_stream(self, device: int) -> int:
+        """A non-blocking stream of the backend's own on ``device``, for memory allocated
+        without a stream: it only allocates, waits and frees. Lives for the process; not
+        counted by :meth:`live_handles`."""
+    def pool_trim(self, device: int) -> None:
+        """Give the memory the pool of ``device`` caches, unused, back to the system."""
+    def pool_usage(self, device: int) -> dict[str, int]:
+        """``reserved_bytes`` and ``reserved_peak_bytes``: memory the pool of ``device`` holds
+        from the system (in use and cached), now and at most."""
+    def set_release_threshold(self, nbytes: int) -> None:
+        """Cached bytes each pool keeps when the runtime trims it at a synchronize."""
+    def stream_hold(self, stream: int) -> None:
+        """Keep ``stream`` (one this backend created) from being released until the matching
+        :meth:`stream_unhold`: a release waits for work queued on it (a stream-ordered free)."""
+    def stream_unhold(self, stream: int) -> None: ...
 
     # graphs
     def graph_instantiate(self, graph: int) -> int: ...

@@ -188,6 +188,16 @@ class CpuBackend:
         # per-thread default streams of threads that ended (appended by a finalizer: no lock)
         self._ended: list[_Worker] = []
         self._inherited: set[int] = set()  # handles of a parent process, after a fork
+        self._memory_handle = self._start_memory_stream()
+        # stream-ordered memory: freed buffers by rounded size, put back by the freeing stream's
+        # worker once the stream passed the free (so they are free for any stream), the bytes
+        # the pool holds [reserved, peak], and holds on streams a queued free still needs
+        self._cached: dict[int, list[np.ndarray]] = {}
+        self._ordered: dict[tuple[int, int], list[np.ndarray]] = {}  # freed, not yet run
+        self._pool_bytes = [0, 0]
+        self._holds: dict[int, int] = {}
+        self._doomed: set[int] = set()
+        self.release_threshold = (1 << 64) - 1
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -200,6 +210,18 @@ class CpuBackend:
         self._legacy = _Worker("rocmstreams-cpu-legacy", blocking=True)
         self._per_thread = threading.local()
         self._blocking, self._ended = [], []
+        self._memory_handle = self._start_memory_stream()
+        self._holds, self._doomed = {}, set()
+
+    def _start_memory_stream(self) -> int:
+        """The stream for memory allocated without one, started with the backend (so that
+        its thread is there before any test counts threads)."""
+        handle = next(self._ids)
+        self._streams[handle] = _Worker(f"rocmstreams-cpu-memory-{handle:#x}", blocking=False)
+        return handle
+
+    def memory_stream(self, device: int) -> int:
+        return self._memory_handle
 
     def error(self, code: int, what: str, *, name: str | None = None,
               message: str | None = None,
@@ -339,6 +361,9 @@ class CpuBackend:
 
     def stream_destroy(self, stream: int) -> None:
         with self._lock:
+            if self._holds.get(stream):
+                self._doomed.add(stream)  # stopped by the last stream_unhold
+                return
             worker = self._streams.pop(stream, None)
             if worker is None:
                 raise _fail(RocmStreamsError, f"no live stream has handle {stream:#x}",
@@ -348,9 +373,28 @@ class CpuBackend:
             self._captures.pop(worker, None)
         worker.stop()  # queued work still runs, as cudaStreamDestroy lets it
 
+    def _idle(self, worker: _Worker) -> bool:
+        """Whether an operation queued on ``worker`` now would wait for nothing (under the
+        backend lock): its own queue ran, and by the legacy default stream's rules, for the
+        legacy stream every blocking stream's, for a blocking stream the legacy stream's."""
+        return worker.completed == worker.enqueued and self._waits_for_nothing_else(worker)
+
+    def _waits_for_nothing_else(self, worker: _Worker) -> bool:
+        """Whether the legacy default stream's rules add no wait to an operation queued on
+        ``worker`` now (under the backend lock)."""
+        if worker is self._legacy:
+            return not any(w.completed < w.enqueued for w in self._blocking)
+        return not worker.blocking or self._legacy.completed == self._legacy.enqueued
+
     def _stream_wait_event(self, stream: int, event: int) -> None:
         record = self._event(event).record
-        if record is not None:
+        if record is None:
+            return
+        with self._lock:
+            worker = self._worker(stream)
+            if record.worker.done_through(record.seq) and not self._captures and \
+                    self._waits_for_nothing_else(worker):
+                return  # the wait would wait for nothing
             self._submit(stream, _nothing, [(record.worker, record.seq)])
 
     # events --------------------------------------------------------------------------------
@@ -374,6 +418,12 @@ class CpuBackend:
             if worker in self._captures:
                 raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the cpu "
                             "backend cannot record events in a capture", _CAPTURE_UNSUPPORTED)
+            if worker is self._legacy and (self._ended or len(self._blocking) > 8):
+                self._reap_ended()  # as a legacy submit does
+            if self._idle(worker):
+                # nothing it would wait for: the event is complete at once, as a GPU's would be
+                ev.record = _Record(worker, worker.enqueued, time.perf_counter())
+                return
             record = _Record(worker, 0)
 
             def mark() -> None:
@@ -429,6 +479,99 @@ class CpuBackend:
 
     malloc = host_malloc = _allocate
     free = host_free = _release
+
+    # stream-ordered memory: the same rules as the GPU runtimes' pools, over host buffers. A
+    # free is an operation on its stream; only when the stream runs it does the buffer go back
+    # to the pool, so memory is never handed out again before the work queued ahead of the free
+    # (and whatever that work waited for) has run.
+    def malloc_async(self, nbytes: int, stream: int, device: int) -> int:
+        size = -(-max(nbytes, 1) // 512) * 512
+        buf = None
+        with self._lock:
+            self._worker(stream)  # a bad stream is refused before anything is allocated
+            for found in (self._ordered.get((stream, size)), self._cached.get(size)):
+                if found:
+                    buf = found.pop()
+                    break
+        if buf is None:
+            ptr = self._allocate(size)
+            with self._lock:
+                self._pool_bytes[0] += size
+                self._pool_bytes[1] = max(self._pool_bytes)
+            return ptr
+        ptr = (buf.ctypes.data + 255) & ~255
+        with self._lock:
+            self._memory[ptr] = buf
+            bisect.insort(self._starts, ptr)
+        return ptr
+
+    def free_async(self, ptr: int, nbytes: int, stream: int, device: int) -> None:
+        with self._lock:
+            buf = self._memory.get(ptr)
+            if buf is None:
+                raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
+            self._release(ptr)
+        size = -(-max(nbytes, 1) // 512) * 512
+        cached, ordered, key = self._cached, self._ordered, (stream, size)
+
+        def give_back() -> None:
+            with self._lock:
+                waiting = ordered.get(key, [])
+                for i, b in enumerate(waiting):
+                    if b is buf:  # not taken by an allocation on the stream meanwhile
+                        del waiting[i]
+                        cached.setdefault(size, []).append(buf)
+                        return
+
+        with self._lock:
+            worker = self._worker(stream)
+            if self._idle(worker):
+                cached.setdefault(size, []).append(buf)  # the stream ran everything: free now
+                return
+            # until the stream runs the free, only allocations on that stream may take it (their
+            # work comes after the free in the stream's order), as the GPU pools do
+            ordered.setdefault(key, []).append(buf)
+            self._submit(stream, give_back)
+
+    def pool_trim(self, device: int) -> None:
+        with self._lock:
+            for size, bufs in list(self._cached.items()):
+                while bufs:
+                    try:
+                        bufs.pop()
+                    except IndexError:
+                        break
+                    self._pool_bytes[0] -= size
+
+    def pool_usage(self, device: int) -> dict[str, int]:
+        with self._lock:
+            return {"reserved_bytes": self._pool_bytes[0],
+                    "reserved_peak_bytes": self._pool_bytes[1]}
+
+    def set_release_threshold(self, nbytes: int) -> None:
+        self.release_threshold = nbytes
+
+    def memory_pools(self, device: int) -> bool:
+        return True
+
+    def stream_hold(self, stream: int) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._holds[stream] = self._holds.get(stream, 0) + 1
+
+    def stream_unhold(self, stream: int) -> None:
+        with self._lock:
+            count = self._holds.get(stream)
+            if not count:
+                return
+            if count > 1:
+                self._holds[stream] = count - 1
+                return
+            del self._holds[stream]
+            if stream not in self._doomed:
+                return
+            self._doomed.discard(stream)
+        self.stream_destroy(stream)
 
     def _buffer_at(self, addr: int) -> np.ndarray | None:
         """The allocation holding ``addr``, or None for pageable host memory."""
@@ -555,7 +698,7 @@ class CpuBackend:
     # bookkeeping ---------------------------------------------------------------------------
     def live_handles(self) -> dict[str, int]:
         with self._lock:
-            return {"streams": len(self._streams), "events": len(self._events),
+            return {"streams": len(self._streams) - 1, "events": len(self._events),
                     "allocations": len(self._memory), "pooled_streams": 0}
 
 

@@ -150,8 +150,26 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
                         raw_stream=lambda handle: handle or legacy)
 
 
+def _pool_attributes(runtime: Any) -> tuple[Callable[..., tuple], Callable[..., tuple]]:
+    """cudaMemPoolGetAttribute / SetAttribute for the uint64 attributes (the threshold, the
+    reserved and used counters), whose values cuda.bindings takes as a driver ``cuuint64_t``."""
+    from cuda.bindings import driver  # type: ignore[import-untyped, unused-ignore]  # no py.typed
+    attrs = runtime.cudaMemPoolAttr
+
+    def get(call: Callable[..., tuple], pool: Any, name: str) -> tuple:
+        status, value = call("MemPoolGetAttribute", pool, getattr(attrs, "cudaMemPool" + name))
+        return status, 0 if value is None else int(value)
+
+    def set_(call: Callable[..., tuple], pool: Any, name: str, value: int) -> tuple:
+        return call("MemPoolSetAttribute", pool, getattr(attrs, "cudaMemPool" + name),
+                    driver.cuuint64_t(value))
+
+    return get, set_
+
+
 def _adapter(runtime: Any) -> RuntimeAdapter:
     err = runtime.cudaError_t
+    pool_get, pool_set = _pool_attributes(runtime)
     return RuntimeAdapter(
         name="cuda", binding=runtime, prefix="cuda", packages=("cuda-bindings", "cuda-python"),
         stream_non_blocking=int(runtime.cudaStreamNonBlocking),
@@ -168,7 +186,9 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         format_version=_version, kernels=NumbaKernels(numba_cuda),
         launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver,
         stream_object=runtime.cudaStream_t, event_object=runtime.cudaEvent_t,
-        native_entry_points=_native_entry_points)
+        native_entry_points=_native_entry_points,
+        memory_pools_attribute=runtime.cudaDeviceAttr.cudaDevAttrMemoryPoolsSupported,
+        pool_get_attribute=pool_get, pool_set_attribute=pool_set)
 
 
 def load() -> RuntimeBackend:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import BackendUnavailableError, RocmStreamsError
 from . import native
@@ -140,8 +140,28 @@ def _device_name(call: Any, ordinal: int) -> tuple:
     return call("DeviceGetName", 256, ordinal)
 
 
+def _pool_attributes(hip: Any) -> tuple[Callable[..., tuple], Callable[..., tuple]]:
+    """hipMemPoolGetAttribute / SetAttribute for the uint64 attributes: hip-python passes the
+    value as a ``void *``, so it lives in a ctypes integer for the call."""
+    attrs = hip.hipMemPoolAttr
+
+    def get(call: Callable[..., tuple], pool: Any, name: str) -> tuple:
+        value = ctypes.c_uint64(0)
+        status = call("MemPoolGetAttribute", pool, getattr(attrs, "hipMemPool" + name),
+                      ctypes.addressof(value))[0]
+        return status, value.value
+
+    def set_(call: Callable[..., tuple], pool: Any, name: str, value: int) -> tuple:
+        box = ctypes.c_uint64(value)
+        return call("MemPoolSetAttribute", pool, getattr(attrs, "hipMemPool" + name),
+                    ctypes.addressof(box))
+
+    return get, set_
+
+
 def _adapter(hip: Any) -> RuntimeAdapter:
     err = hip.hipError_t
+    pool_get, pool_set = _pool_attributes(hip)
     return RuntimeAdapter(
         name="hip", binding=hip, prefix="hip", packages=("rocm-bindings-hip", "hip-python"),
         stream_non_blocking=int(hip.hipStreamNonBlocking),
@@ -155,6 +175,8 @@ def _adapter(hip: Any) -> RuntimeAdapter:
         legacy_stream=0, host_alloc="HostMalloc", host_free="HostFree", error_enum=err,
         device_name=_device_name, format_version=_version, kernels=NumbaKernels(_kernel_module),
         kernel_driver=_kernel_driver, native_entry_points=_native_entry_points,
+        memory_pools_attribute=hip.hipDeviceAttribute_t.hipDeviceAttributeMemoryPoolsSupported,
+        pool_get_attribute=pool_get, pool_set_attribute=pool_set,
         # `with nogil` around every call came with the same hip-python release as has_symbol
         releases_gil=hasattr(hip, "has_symbol"))
 

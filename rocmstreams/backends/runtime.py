@@ -37,6 +37,7 @@ import ctypes
 import importlib.metadata
 import itertools
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,9 +49,13 @@ from . import native
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
 
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NativeStreamCalls",
-           "NumbaKernels", "capture_codes"]
+           "NumbaKernels", "capture_codes", "KEEP_ALL"]
 
 _SUCCESS = 0
+#: A release threshold that keeps every freed byte cached (the pool's attribute is a uint64).
+KEEP_ALL = (1 << 64) - 1
+_CACHE_GRAIN = 512  # our own cache rounds sizes up to this many bytes
+_UNKNOWN = object()
 #: Status names (after the prefix) of faults that leave the context unusable.
 _FAULTS = ("IllegalAddress", "LaunchFailure", "IllegalInstruction", "MisalignedAddress",
            "InvalidAddressSpace", "InvalidPc", "HardwareStackError", "Assert")
@@ -179,6 +184,14 @@ class RuntimeAdapter:
     #: The binding's handle objects for a stream and an event handle (ints pass unchanged).
     stream_object: Callable[[int], Any] = int
     event_object: Callable[[int], Any] = int
+    #: The device attribute that says whether a device has stream-ordered memory pools (a
+    #: binding enum member), and the pool attribute calls: ``pool_get_attribute(call, pool,
+    #: name) -> (status, int)``, ``pool_set_attribute(call, pool, name, value) -> (status,)``
+    #: where ``name`` follows ``<prefix>MemPool`` (``AttrReleaseThreshold``, ...). None: no
+    #: pools; the backend caches device memory itself (see :class:`RuntimeBackend`).
+    memory_pools_attribute: Any = None
+    pool_get_attribute: Callable[[Callable[..., tuple], Any, str], tuple] | None = None
+    pool_set_attribute: Callable[[Callable[..., tuple], Any, str, int], tuple] | None = None
     #: The C entry points of the runtime's library for the compiled hot calls (see
     #: backends.native), resolved once on first use; None (or a None result): none.
     native_entry_points: Callable[[], native.EntryPoints | None] | None = None
@@ -215,6 +228,18 @@ class RuntimeBackend:
         # the binding's objects of pooled streams, which the pool's idle check queries
         self._stream_objects: dict[int, Any] = {}
         self._pid = os.getpid()
+        # stream-ordered memory: the pool of each device (None: our own cache), the cache's
+        # blocks by (device, stream, rounded size), the bytes each device's cache holds, and
+        # holds on streams that a queued free still needs (a held stream's destroy waits)
+        self._pools: dict[int, Any] = {}
+        self._cache: dict[tuple[int, int, int], list[int]] = {}
+        self._cache_bytes: dict[int, list[int]] = {}  # device -> [reserved, peak, cached]
+        self._sizes: dict[int, int] = {}
+        self._holds: dict[int, int] = {}
+        self._doomed: set[int] = set()
+        self._hold_lock = threading.Lock()
+        self._memory_streams: dict[int, int] = {}
+        self.release_threshold = KEEP_ALL
 
     # ---- the choke point ---------------------------------------------------------------------
     def _fn(self, fn: str) -> Callable[..., tuple]:
@@ -384,6 +409,11 @@ class RuntimeBackend:
         return found
 
     def stream_destroy(self, stream: int) -> None:
+        if self._holds:
+            with self._hold_lock:
+                if self._holds.get(stream):
+                    self._doomed.add(stream)  # destroyed by the last stream_unhold
+                    return
         live = self._live["streams"]
         key = live.get(stream)
         if key is not None and self.stream_pool_size > 0:
@@ -463,6 +493,169 @@ class RuntimeBackend:
         self._check(self._call(self._a.host_free, ptr), RocmStreamsError,
                     f"could not free pinned host memory at {ptr:#x}")
         self._live["allocations"].discard(ptr)
+
+    # ---- stream-ordered memory ---------------------------------------------------------------
+    # The runtime's pool of each device (cudaMallocAsync / hipMallocAsync), its release
+    # threshold set high so freed memory stays cached. A device without pools gets a cache of
+    # our own with the pools' reuse rule: a block freed on a stream is reused by allocations on
+    # that stream only (in stream order, so after the work queued before the free), and goes
+    # back to the system only in pool_trim (rocmstreams.empty_cache), through the runtime's
+    # free, which waits for the device.
+    def _pool(self, device: int) -> Any:
+        """The default pool of ``device``, set up on first use; None where it has none."""
+        try:
+            return self._pools[device]
+        except KeyError:
+            pass
+        a, pool = self._a, None
+        if a.memory_pools_attribute is not None and a.pool_set_attribute is not None:
+            try:
+                supported = self._check(self._call("DeviceGetAttribute",
+                                                   a.memory_pools_attribute, device),
+                                        RocmStreamsError, "")
+            except RocmStreamsError:
+                supported = 0
+            if supported:
+                pool = self._check(self._call("DeviceGetDefaultMemPool", device),
+                                   RocmStreamsError,
+                                   f"could not get the memory pool of device {device}")
+                self._set_pool(pool, "AttrReleaseThreshold", self.release_threshold)
+        self._pools[device] = pool
+        return pool
+
+    def _set_pool(self, pool: Any, name: str, value: int) -> None:
+        setter = cast(Callable[..., tuple], self._a.pool_set_attribute)
+        self._check(setter(self._call, pool, name, value), RocmStreamsError,
+                    f"could not set the memory pool's {name} to {value}")
+
+    def _get_pool(self, pool: Any, name: str) -> int:
+        getter = cast(Callable[..., tuple], self._a.pool_get_attribute)
+        return int(self._check(getter(self._call, pool, name), RocmStreamsError,
+                               f"could not read the memory pool's {name}"))
+
+    def memory_pools(self, device: int) -> bool:
+        """Whether ``device`` allocates from the runtime's pool (else from our cache)."""
+        return self._pool(device) is not None
+
+    def memory_stream(self, device: int) -> int:
+        found = self._memory_streams.get(device)
+        if found is not None:
+            return found
+        previous = self.get_device()
+        if previous != device:
+            self.set_device(device)
+        try:
+            handle = int(self._check(self._call("StreamCreateWithPriority",
+                                                self._a.stream_non_blocking, 0),
+                                     StreamCreationError,
+                                     f"could not create the memory stream of device {device}"))
+        finally:
+            if previous != device:
+                self.set_device(previous)
+        found = self._memory_streams.setdefault(device, handle)
+        if found == handle:
+            self._calls[handle] = RuntimeStreamCalls(self, handle)
+        else:  # another thread made one first
+            self._call("StreamDestroy", handle)
+        return found
+
+    def malloc_async(self, nbytes: int, stream: int, device: int) -> int:
+        pool = self._pools.get(device, _UNKNOWN)
+        if pool is _UNKNOWN:
+            pool = self._pool(device)
+        if pool is None:
+            return self._cache_malloc(nbytes, stream, device)
+        result = self._fn("MallocAsync")(nbytes, self._stream(stream))
+        if result[0] is not self._success:
+            self._check(result, RocmStreamsError, f"could not allocate {nbytes} bytes of device "
+                        f"memory on stream {stream:#x}")
+        ptr = int(result[1]) if result[1] else 0
+        self._live["allocations"].add(ptr)
+        return ptr
+
+    def free_async(self, ptr: int, nbytes: int, stream: int, device: int) -> None:
+        if self._pools.get(device) is None:
+            self._cache_free(ptr, stream, device)
+            return
+        result = self._fn("FreeAsync")(ptr, self._stream(stream))
+        if result[0] is not self._success:
+            self._check(result, RocmStreamsError, f"could not free device memory at {ptr:#x} on "
+                        f"stream {stream:#x}")
+        self._live["allocations"].discard(ptr)
+
+    def _cache_malloc(self, nbytes: int, stream: int, device: int) -> int:
+        size = -(-max(nbytes, 1) // _CACHE_GRAIN) * _CACHE_GRAIN
+        found = self._cache.get((device, stream, size))
+        usage = self._cache_bytes.setdefault(device, [0, 0, 0])
+        if found:
+            try:
+                ptr = found.pop()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
+                usage[2] -= size
+                self._live["allocations"].add(ptr)
+                return ptr
+        ptr = self.malloc(size)
+        self._sizes[ptr] = size
+        usage[0] += size
+        usage[1] = max(usage[1], usage[0])
+        return ptr
+
+    def _cache_free(self, ptr: int, stream: int, device: int) -> None:
+        size = self._sizes[ptr]
+        self._live["allocations"].discard(ptr)
+        self._cache.setdefault((device, stream, size), []).append(ptr)
+        self._cache_bytes.setdefault(device, [0, 0, 0])[2] += size
+
+    def pool_trim(self, device: int) -> None:
+        pool = self._pools.get(device)
+        if pool is not None:
+            self._check(self._call("MemPoolTrimTo", pool, 0), RocmStreamsError,
+                        f"could not trim the memory pool of device {device}")
+            return
+        usage = self._cache_bytes.setdefault(device, [0, 0, 0])
+        for key in [k for k in self._cache if k[0] == device]:
+            for ptr in self._cache.pop(key, []):
+                self._live["allocations"].add(ptr)
+                self.free(ptr)
+                size = self._sizes.pop(ptr)
+                usage[0] -= size
+                usage[2] -= size
+
+    def pool_usage(self, device: int) -> dict[str, int]:
+        pool = self._pool(device)
+        if pool is None:
+            reserved, peak, _ = self._cache_bytes.get(device, [0, 0, 0])
+            return {"reserved_bytes": reserved, "reserved_peak_bytes": peak}
+        return {"reserved_bytes": self._get_pool(pool, "AttrReservedMemCurrent"),
+                "reserved_peak_bytes": self._get_pool(pool, "AttrReservedMemHigh")}
+
+    def set_release_threshold(self, nbytes: int) -> None:
+        self.release_threshold = nbytes
+        for pool in list(self._pools.values()):
+            if pool is not None:
+                self._set_pool(pool, "AttrReleaseThreshold", nbytes)
+
+    def stream_hold(self, stream: int) -> None:
+        if stream not in self._live["streams"]:
+            return  # the default streams live for the process; a borrowed one is its owner's
+        with self._hold_lock:
+            self._holds[stream] = self._holds.get(stream, 0) + 1
+
+    def stream_unhold(self, stream: int) -> None:
+        with self._hold_lock:
+            count = self._holds.get(stream)
+            if not count:
+                return
+            if count > 1:
+                self._holds[stream] = count - 1
+                return
+            del self._holds[stream]
+            if stream not in self._doomed:
+                return
+            self._doomed.discard(stream)
+        self.stream_destroy(stream)
 
     # ---- graphs ------------------------------------------------------------------------------
     def graph_instantiate(self, graph: int) -> int:

@@ -42,6 +42,10 @@ class Config:
     stage_device_to_host : bool
         Stage device-to-host copies into pageable memory too (default False; see
         benchmarks/README.md).
+    pool_release_threshold : int or None
+        Bytes of freed device memory each device's pool keeps cached when the runtime trims it
+        (at a synchronize); None keeps all of it (the default), 0 returns everything the device
+        has finished with. ``rocmstreams.empty_cache()`` returns the cache at once.
     native_calls : bool
         Make the hot runtime calls (stream query, synchronize, event record, prepared kernel
         launches) from the compiled layer where it was built (default True; False makes every
@@ -58,6 +62,7 @@ class Config:
     staging_threads: int = min(8, os.cpu_count() or 1)
     staging_min_slice_bytes: int = 1 << 20
     stage_device_to_host: bool = False
+    pool_release_threshold: int | None = None
     native_calls: bool = field(default_factory=native.allowed_by_environment)
 
     def __post_init__(self) -> None:
@@ -69,6 +74,14 @@ class Config:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
             if value < low:
                 raise ValueError(f"{name}={value} is out of range: it must be at least {low}")
+        threshold = self.pool_release_threshold
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, int):
+                raise TypeError("pool_release_threshold must be an int number of bytes or None, "
+                                f"got {type(threshold).__name__} {threshold!r}")
+            if not 0 <= threshold < 1 << 64:
+                raise ValueError(f"pool_release_threshold={threshold} is out of range: it must "
+                                 "be 0 or more bytes (below 2**64), or None to keep everything")
         for name in ("stage_device_to_host", "native_calls"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -128,6 +141,10 @@ def _apply(new: Config) -> None:
 def _push(backend: backends.Backend) -> None:
     backend.stream_pool_size = _current.stream_pool_size
     backend.native_calls = _current.native_calls
+    threshold = _current.pool_release_threshold
+    keep = (1 << 64) - 1 if threshold is None else threshold
+    if getattr(backend, "release_threshold", None) != keep:
+        backend.set_release_threshold(keep)
 
 
 backends.on_select(_push)

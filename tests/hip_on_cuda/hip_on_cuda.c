@@ -93,7 +93,8 @@ typedef enum hipError_t {
 } hipError_t;
 
 /* HIP's flag and enum values (hip-python: hipStreamNonBlocking, hipEvent*, hipHostMalloc*,
- * hipMemcpyKind, hipStreamCaptureMode, hipStreamCaptureStatus, hipGraphInstantiateFlags). */
+ * hipMemcpyKind, hipStreamCaptureMode, hipStreamCaptureStatus, hipGraphInstantiateFlags,
+ * hipMemPoolAttr, hipDeviceAttribute_t). */
 enum {
     hipStreamNonBlocking = 0x1,
     hipEventBlockingSync = 0x1,
@@ -127,7 +128,23 @@ typedef enum hipStreamCaptureStatus {
     hipStreamCaptureStatusInvalidated = 2,
 } hipStreamCaptureStatus;
 
+typedef enum hipMemPoolAttr {
+    hipMemPoolReuseFollowEventDependencies = 0x1,
+    hipMemPoolReuseAllowOpportunistic = 0x2,
+    hipMemPoolReuseAllowInternalDependencies = 0x3,
+    hipMemPoolAttrReleaseThreshold = 0x4,
+    hipMemPoolAttrReservedMemCurrent = 0x5,
+    hipMemPoolAttrReservedMemHigh = 0x6,
+    hipMemPoolAttrUsedMemCurrent = 0x7,
+    hipMemPoolAttrUsedMemHigh = 0x8,
+} hipMemPoolAttr;
+/* Only the device attribute the backend asks for (HIP numbers its attributes its own way). */
+typedef enum hipDeviceAttribute_t {
+    hipDeviceAttributeMemoryPoolsSupported = 88,
+} hipDeviceAttribute_t;
+
 typedef struct ihipStream_t *hipStream_t;
+typedef struct ihipMemPoolHandle_t *hipMemPool_t;
 typedef struct ihipEvent_t *hipEvent_t;
 typedef struct ihipGraph *hipGraph_t;
 typedef struct hipGraphExec *hipGraphExec_t;
@@ -287,6 +304,22 @@ static int memcpy_kind(hipMemcpyKind kind, enum cudaMemcpyKind *out) {
     return 0;
 }
 
+static int pool_attr(hipMemPoolAttr attr, enum cudaMemPoolAttr *out) {
+    switch (attr) {
+    case hipMemPoolReuseFollowEventDependencies:
+        *out = cudaMemPoolReuseFollowEventDependencies; return 1;
+    case hipMemPoolReuseAllowOpportunistic: *out = cudaMemPoolReuseAllowOpportunistic; return 1;
+    case hipMemPoolReuseAllowInternalDependencies:
+        *out = cudaMemPoolReuseAllowInternalDependencies; return 1;
+    case hipMemPoolAttrReleaseThreshold: *out = cudaMemPoolAttrReleaseThreshold; return 1;
+    case hipMemPoolAttrReservedMemCurrent: *out = cudaMemPoolAttrReservedMemCurrent; return 1;
+    case hipMemPoolAttrReservedMemHigh: *out = cudaMemPoolAttrReservedMemHigh; return 1;
+    case hipMemPoolAttrUsedMemCurrent: *out = cudaMemPoolAttrUsedMemCurrent; return 1;
+    case hipMemPoolAttrUsedMemHigh: *out = cudaMemPoolAttrUsedMemHigh; return 1;
+    }
+    return 0;
+}
+
 static int capture_mode(hipStreamCaptureMode mode, enum cudaStreamCaptureMode *out) {
     switch (mode) {
     case hipStreamCaptureModeGlobal: *out = cudaStreamCaptureModeGlobal; return 1;
@@ -408,6 +441,37 @@ HIP_API hipError_t hipEventDestroy(hipEvent_t event) {
 /* ---- memory ------------------------------------------------------------------------------- */
 HIP_API hipError_t hipMalloc(void **ptr, size_t size) { return to_hip(cudaMalloc(ptr, size)); }
 HIP_API hipError_t hipFree(void *ptr) { return to_hip(cudaFree(ptr)); }
+
+/* Stream-ordered allocation from the device's default pool. */
+HIP_API hipError_t hipDeviceGetAttribute(int *value, hipDeviceAttribute_t attr, int device) {
+    switch (attr) {
+    case hipDeviceAttributeMemoryPoolsSupported:
+        return to_hip(cudaDeviceGetAttribute(value, cudaDevAttrMemoryPoolsSupported, device));
+    }
+    return hipErrorInvalidValue;
+}
+HIP_API hipError_t hipDeviceGetDefaultMemPool(hipMemPool_t *pool, int device) {
+    return to_hip(cudaDeviceGetDefaultMemPool((cudaMemPool_t *)pool, device));
+}
+HIP_API hipError_t hipMemPoolSetAttribute(hipMemPool_t pool, hipMemPoolAttr attr, void *value) {
+    enum cudaMemPoolAttr cuda_attr;
+    if (!pool_attr(attr, &cuda_attr)) return hipErrorInvalidValue;
+    return to_hip(cudaMemPoolSetAttribute((cudaMemPool_t)pool, cuda_attr, value));
+}
+HIP_API hipError_t hipMemPoolGetAttribute(hipMemPool_t pool, hipMemPoolAttr attr, void *value) {
+    enum cudaMemPoolAttr cuda_attr;
+    if (!pool_attr(attr, &cuda_attr)) return hipErrorInvalidValue;
+    return to_hip(cudaMemPoolGetAttribute((cudaMemPool_t)pool, cuda_attr, value));
+}
+HIP_API hipError_t hipMemPoolTrimTo(hipMemPool_t pool, size_t min_bytes_to_hold) {
+    return to_hip(cudaMemPoolTrimTo((cudaMemPool_t)pool, min_bytes_to_hold));
+}
+HIP_API hipError_t hipMallocAsync(void **ptr, size_t size, hipStream_t stream) {
+    return to_hip(cudaMallocAsync(ptr, size, cu_stream(stream)));
+}
+HIP_API hipError_t hipFreeAsync(void *ptr, hipStream_t stream) {
+    return to_hip(cudaFreeAsync(ptr, cu_stream(stream)));
+}
 
 HIP_API hipError_t hipHostMalloc(void **ptr, size_t size, unsigned flags) {
     unsigned long long cuda_flags;

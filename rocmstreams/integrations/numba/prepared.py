@@ -37,6 +37,7 @@ import numpy as np
 
 from ...backends import KernelDriver, StreamCalls
 from ...core.arrays import describe
+from ...memory import block_of, note_use
 
 __all__ = ["KernelLauncher", "PreparedLauncher", "ABI_ATTRIBUTE", "check_kernel_arguments"]
 
@@ -87,6 +88,7 @@ class _ParamBuffer:
 
 
 _NOTHING = object()
+_NO_HOME = -1  # the home of memory rocmstreams does not pool: no stream handle is -1
 
 
 def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
@@ -156,6 +158,8 @@ _ARRAY_CHECK = """\
         m{i} = abi(a{i})
     if m{i}[0] is not T{i}:
         return False
+    if m{i}[2] != handle:
+        note(m{i}[3], handle)
 """
 _SOURCES = itertools.count(1)
 
@@ -193,12 +197,15 @@ class _BindingLaunch:
         raise d.error(status, f"{self.what} with grid {config[:3]}, block {config[3:6]}")
 
 
-def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...]]:
-    """``(numba type, ABI values)`` of a device array: meminfo, parent, nitems, itemsize, data
-    pointer, shape..., strides..."""
+def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...], Any, Any]:
+    """``(numba type, ABI values, home, block)`` of a device array: ABI values meminfo, parent,
+    nitems, itemsize, data pointer, shape..., strides...; ``block`` the stream-ordered
+    allocation it views (None for memory rocmstreams does not pool) and ``home`` the stream that
+    allocated it: a launch on another stream tells the block (:func:`note_use`)."""
     info = describe(array)
+    block = block_of(array)
     return numba_type, (0, 0, info.size, info.dtype.itemsize, info.address, *info.shape,
-                        *info.strides)
+                        *info.strides), _NO_HOME if block is None else block.home, block
 
 
 @functools.lru_cache(maxsize=None)
@@ -242,6 +249,10 @@ class KernelLauncher:
 
     def run(self, calls: StreamCalls, config: tuple, *args: Any) -> None:
         check_kernel_arguments(self.dispatcher, args)
+        for a in args:
+            block = block_of(a)
+            if block is not None and block.home != calls.handle:
+                note_use(block, calls.handle)
         calls.launch_kernel(self.dispatcher, config, args, [
             None if isinstance(a, np.ndarray) or not hasattr(a, "__cuda_array_interface__")
             else describe(a) for a in args])
@@ -418,7 +429,7 @@ class PreparedLauncher(KernelLauncher):
             launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
             lock=self._lock, pack_errors=(struct.error, OverflowError),
             failed=binding.failed, relaunch=binding.relaunch,
-            native=native, native2=native2,
+            native=native, native2=native2, note=note_use,
             **{f"C{i}": type(a) for i, a in enumerate(args)})
         n = len(args)
         # What the skip-pack test compares: an array's cached ABI tuple (never the array: a
@@ -470,10 +481,10 @@ class PreparedLauncher(KernelLauncher):
             return None
         return None if found is None else [cast("tuple[int, int]", tuple(pair)) for pair in found]
 
-    def _abi_maker(self) -> Callable[[Any], tuple[Any, tuple[int, ...]]]:
+    def _abi_maker(self) -> Callable[[Any], tuple[Any, tuple[int, ...], Any, Any]]:
         typeof = self.dispatcher.typeof_pyval
 
-        def abi(array: Any) -> tuple[Any, tuple[int, ...]]:
+        def abi(array: Any) -> tuple[Any, tuple[int, ...], Any, Any]:
             found = _array_abi(array, typeof(array))
             try:
                 setattr(array, ABI_ATTRIBUTE, found)

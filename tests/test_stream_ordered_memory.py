@@ -1,0 +1,160 @@
+"""Stream-ordered device memory: drops never wait, and memory is not reused before every stream
+that used it has passed that use. Latches make the order certain (no timing)."""
+import numpy as np
+import pytest
+
+import rocmstreams as rs
+from conftest import collect
+
+N = 4096  # 16 KiB of float32: below the staging threshold, so copies go to the runtime as-is
+
+
+def test_dropping_an_array_while_another_stream_is_latched_leaves_that_stream_busy(
+        latch, kernels, make_stream, rng):
+    a, b = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    x = rs.to_device(rng.random(N, dtype=np.float32), stream=a)
+    a.synchronize()
+    gate = latch().hold(b)
+    kernels.add_scalar[N // 64, 64, b](x, np.float32(1))  # queued behind the latch
+    del x
+    collect()  # the release runs here: were it a device-wide free, it would wait for the latch
+    assert not b.query(), "dropping the array waited for the latched stream"
+    gate.release()
+    b.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+
+
+def test_dropping_an_array_allocated_on_a_latched_stream_leaves_it_busy(latch, stream):
+    gate = latch().hold(stream)
+    d = rs.empty(N, np.float32, stream=stream)
+    rs.copy_async(d, rs.pinned_empty(N, np.float32), stream=stream)
+    del d
+    collect()
+    assert not stream.query()
+    gate.release()
+    stream.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+
+
+@pytest.mark.parametrize("use", ["copy", "kernel"])
+def test_memory_used_on_another_stream_is_not_reused_before_that_stream_passes_the_use(
+        use, latch, kernels, make_stream, rng):
+    a, b = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    expected = rng.random(N, dtype=np.float32)
+    x = rs.to_device(expected, stream=a)  # allocated on a, freed on a
+    a.synchronize()
+    out = rs.pinned_empty(N, np.float32)
+    out[:] = -1
+    staged = rs.empty(N, np.float32, stream=b)
+    gate = latch().hold(b)
+    if use == "copy":
+        rs.copy_async(out, x, stream=b)  # reads x once the latch lets b go
+    else:
+        kernels.scale[N // 64, 64, b](staged, np.float32(1), x)
+        rs.copy_async(out, staged, stream=b)
+    del x
+    collect()
+    # fill a's pool with new arrays of the same size, written at once on a (a is not latched)
+    garbage = rs.pinned_empty(N, np.float32)
+    garbage[:] = rng.random(N, dtype=np.float32) + 7
+    fresh = [rs.empty(N, np.float32, stream=a) for _ in range(4)]
+    for f in fresh:
+        rs.copy_async(f, garbage, stream=a)
+    gate.release()
+    b.synchronize()
+    a.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_fresh_arrays_in_a_loop_do_not_grow_memory(stream):
+    collect()
+    stream.synchronize()
+    base = rs.memory_stats()
+    src = rs.pinned_empty(1 << 14, np.float32)
+    src[:] = 1
+    for i in range(3000):
+        d = rs.empty(1 << 14, np.float32, stream=stream)
+        rs.copy_async(d, src, stream=stream)
+        del d
+    stream.synchronize()
+    collect()
+    after = rs.memory_stats()
+    assert after["in_use_bytes"] == base["in_use_bytes"]
+    assert after["frees"] - base["frees"] == 3000
+    # the pool reuses what the stream freed: a few blocks, not 3000 (each 64 KiB)
+    assert after["reserved_bytes"] - base["reserved_bytes"] <= 64 * (1 << 16)
+
+
+def test_memory_stats_count_what_the_pool_reserves(stream):
+    d = rs.empty(1 << 20, np.uint8, stream=stream)
+    found = rs.memory_stats()
+    assert found["reserved_bytes"] >= found["in_use_bytes"] >= d.nbytes
+    assert found["reserved_peak_bytes"] >= found["reserved_bytes"]
+
+
+def test_an_array_outlives_the_stream_it_was_allocated_on(rng):
+    base = rs.backend().live_handles()
+    s = rs.RocmStream(non_blocking=True)
+    x = rng.random(N, dtype=np.float32)
+    d = rs.to_device(x, stream=s)
+    s.synchronize()
+    s.close()  # the stream's handle stays until the array's free is queued on it
+    np.testing.assert_array_equal(d.copy_to_host(stream=rs.default_stream()), x)
+    rs.default_stream().synchronize()
+    del d
+    collect()
+    rs.default_stream().synchronize()
+    assert rs.backend().live_handles() == base
+
+
+def test_an_array_outlives_a_closed_stream_it_was_used_on(rng):
+    base = rs.backend().live_handles()
+    s = rs.RocmStream(non_blocking=True)
+    d = rs.empty(N, np.float32)
+    rs.copy_async(d, rng.random(N, dtype=np.float32), stream=s)
+    s.close()
+    del d
+    collect()
+    rs.default_stream().synchronize()
+    assert rs.backend().live_handles() == base
+
+
+def test_an_array_without_a_stream_is_ready_on_any_stream(make_stream, rng):
+    a, b = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    x = rng.random(N, dtype=np.float32)
+    d = rs.empty(N, np.float32)
+    rs.copy_async(d, x, stream=a)
+    a.synchronize()
+    np.testing.assert_array_equal(d.copy_to_host(stream=b), x)
+
+
+def test_a_zero_size_array_holds_no_memory(stream):
+    before = rs.memory_stats()["allocations"]
+    d = rs.empty((0, 4), np.float32, stream=stream)
+    assert d.shape == (0, 4) and d.nbytes == 0
+    assert rs.memory_stats()["allocations"] == before
+
+
+@pytest.mark.parametrize("bad", ["s1", 3, 1.5, object()])
+def test_empty_refuses_what_is_not_a_stream_before_allocating(bad):
+    before = rs.memory_stats()["allocations"]
+    with pytest.raises(TypeError, match="empty\\(stream=\\) takes a RocmStream"):
+        rs.empty(16, np.float32, stream=bad)
+    assert rs.memory_stats()["allocations"] == before
+
+
+def test_to_device_refuses_a_closed_stream_before_allocating(rng):
+    s = rs.RocmStream()
+    s.close()
+    before = rs.memory_stats()["allocations"]
+    with pytest.raises(rs.StreamClosedError):
+        rs.to_device(rng.random(8), stream=s)
+    assert rs.memory_stats()["allocations"] == before
+
+
+def test_configure_refuses_a_bad_release_threshold():
+    with pytest.raises(ValueError, match="pool_release_threshold"):
+        rs.configure(pool_release_threshold=-1)
+    with pytest.raises(TypeError, match="pool_release_threshold"):
+        rs.configure(pool_release_threshold="big")
