@@ -99,10 +99,11 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     waits and frees."""
     be = active()
     lifetime.drain()
-    if core is None or core.capture is not None:
-        home, ready = be.memory_stream(device), False
+    entered = core is not None and core.capture is None
+    if entered:
+        home, ready = cast(StreamCore, core).enter(), True  # a concurrent close waits for it
     else:
-        home, ready = core.enter(), True  # counted in use: a concurrent close waits for the hold
+        home, ready = be.memory_stream(device), False
     try:
         if home == LEGACY_STREAM or home == PER_THREAD_STREAM:
             with using_device(device):
@@ -111,8 +112,12 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
             ptr = _malloc(be, nbytes, home, device)
         be.stream_hold(home)
     finally:
-        if ready:
+        if entered:
             cast(StreamCore, core).leave()
+    if not ready and not lifetime.releases_blocked():
+        # nothing queued on the memory stream before this allocation is left to run: the block
+        # is ready for every stream now (a query, never a wait; a capture refuses queries)
+        ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
     others: dict[int, None] = {}
     return DeviceBlock(ptr, nbytes, device, home, ready,
@@ -139,11 +144,19 @@ def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
 def _releaser(be: Backend, nbytes: int, device: int, home: int,
               others: dict[int, None]) -> Callable[[int], None]:
     def release(ptr: int) -> None:
+        # A block of the memory stream is freed on the last stream that used it, not on the
+        # memory stream: a free there would wait for that use, and every later allocation of
+        # the memory stream (and every stream using one) would wait behind it, chaining
+        # independent streams into one. The memory stream then only allocates, and stays idle.
+        target = home
+        if others and home == be.memory_stream(device):
+            target = next(reversed(others))
+        rest = {s: None for s in others if s != target}
         try:
             try:
-                if others:
+                if rest:
                     with using_device(device):
-                        _after_other_streams(be, home, others)
+                        _after_other_streams(be, target, rest)
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
                 # destroyed): fall back to the runtime's free, which waits for the device
@@ -152,8 +165,10 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
                               "device instead", ResourceWarning, stacklevel=2)
                 be.free(ptr)
             else:
-                be.free_async(ptr, nbytes, home, device)
+                be.free_async(ptr, nbytes, target, device)
         finally:
+            if target != home:
+                be.stream_unhold(target)
             be.stream_unhold(home)
             _stats.freed(device, nbytes)
 
@@ -200,7 +215,8 @@ def note_use(block: DeviceBlock | None, stream: int) -> None:
 
 def _wait_for_allocation(be: Backend, block: DeviceBlock, stream: int) -> None:
     home = be.stream_calls(block.home)
-    if home.query():  # every free queued there before the allocation has run
+    # (inside an open capture no query: a capture in global mode refuses one on any stream)
+    if not lifetime.releases_blocked() and home.query():  # every earlier free there has run
         block.ready = True
         return
     event = be.event_create(False)
