@@ -132,6 +132,14 @@ def array_abi(a):
     return [struct.pack("<Q" if i == 4 else "<q", v) for i, v in enumerate(slots)]
 
 
+@pytest.fixture(autouse=True)
+def no_use_tracking(monkeypatch):
+    """The recording driver's streams (0x50, ...) are no runtime's: the launcher must not tell
+    the memory layer of uses there, or a real runtime would later record events on them."""
+    from rocmstreams.integrations.numba import prepared
+    monkeypatch.setattr(prepared, "note_use", lambda block, stream: None)
+
+
 @pytest.fixture
 def saxpy_like():
     """A kernel ``(out: float32[:, :] C, a: float32, n: int64)`` compiled for those types."""
