@@ -52,6 +52,13 @@ class EntryPoints:
     not_ready: int = 600
 
 
+def _after_fork_in_child() -> None:
+    """A forked child calls the runtime through the binding: on the H200 the driver's
+    cuStreamQuery answered success in a child of a process that had initialised CUDA, where
+    the runtime's call reports the fork (and rocmstreams says to use 'spawn')."""
+    set_enabled(False)
+
+
 def built() -> bool:
     """Whether the extension was built and imports."""
     return _extension is not None
@@ -109,3 +116,7 @@ def handle_pair_call(fn: int, second: int) -> Callable[[int], int]:
     """``fn(first, second)`` compiled and bound to ``second``."""
     assert compiled is not None
     return compiled.HandlePairCall(fn, second)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
