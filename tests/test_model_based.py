@@ -72,6 +72,7 @@ MAX_STREAMS, MAX_EVENTS, MAX_GRAPHS, LATCHES = 8, 6, 3, 3  # per sequence
 SLOW_S = 0.003                     # a slow callback's sleep
 RUN_AHEAD_S = 0.005                # the pause before a latch is released (see _run_ahead)
 WAIT_S, GRACE_S = 15.0, 10.0       # a host wait past WAIT_S is stuck; past +GRACE_S, deadlocked
+#: (so a rule that queues bulk work waits for it: a backlog must not outlast WAIT_S)
 PICK = st.integers(0, 63)          # picks an object from a list that changes size: index mod len
 OPEN, CLOSED, DROPPED = "open", "closed", "dropped"
 OWNED = (NON_BLOCKING, BLOCKING)
@@ -808,10 +809,16 @@ class StreamsMachine(RuleBasedStateMachine):
     def drop_arrays_while_queued_work_holds_them(self, stream: int) -> None:
         """Known defect (cpu): an array whose last reference is queued work is freed on the
         stream's worker thread, whose finalizer takes the backend lock while holding the
-        worker's; a submit to that stream at the time takes them the other way round."""
+        worker's; a submit to that stream at the time takes them the other way round.
+
+        The step then waits for its launches. On cpu each one is a simulator block of 32 Python
+        threads (several milliseconds), so steps that left them queued piled up: 30 in one
+        sequence were 6,000 launches for the next host wait to drain, past WAIT_S + GRACE_S,
+        and that wait failed as a deadlock (Hang) while the work was still running."""
         s = self._open(stream, owned=True)
         if not self.cpu:
             self._release_all()  # a free waits for the whole device on a GPU
+        what = f"200 launches on {s.label} on arrays dropped at once"
         self.model.add(s.label, MARK, "200 launches on arrays dropped at once")
 
         def churn() -> None:
@@ -825,7 +832,15 @@ class StreamsMachine(RuleBasedStateMachine):
                     s.obj.launch_host_func(_noop)
             finally:
                 sys.setswitchinterval(old)
-        self._bounded(f"200 launches on {s.label} on arrays dropped at once", churn)
+        self._bounded(what, churn)
+        node = self.model.add(s.label, MARK, "record (after its 200 launches)")
+        self._release_for(node)  # on cpu a held latch stalls every kernel
+        marker = s.obj.record()
+        try:
+            self._bounded(f"the wait for {what}", marker.synchronize)
+        finally:
+            marker.close()
+        self._assert_finished(self.model.closure(node), f"after the wait for {what}")
 
     @precondition(lambda self: "cycles" in FULL)
     @rule()
@@ -1035,6 +1050,26 @@ def _run_fixed_wait_sequence() -> None:
 def test_the_fixed_wait_sequence_passes_on_the_unmutated_backend(kernels):
     _refuse_if_poisoned()
     _run_fixed_wait_sequence()
+
+
+def test_an_array_drop_step_leaves_none_of_its_launches_queued(kernels):
+    """The arrays rule waits for its 200 launches before the next step: left queued, thirty
+    steps of it (6,000 simulator launches on cpu) outlasted the end-of-sequence synchronize's
+    bound and failed as a deadlock. A latch is held first: on cpu it stalls every kernel, so
+    launches the step does not wait for are still queued when it returns, for certain."""
+    _refuse_if_poisoned()
+    if "arrays" not in FULL:
+        pytest.skip("ROCMSTREAMS_MODEL_FULL leaves out the arrays rule")
+    m = StreamsMachine()
+    try:
+        m.hold(stream=0)
+        m.drop_arrays_while_queued_work_holds_them(stream=0)
+        assert m.streams[0].obj.query() is True, "the step returned with its launches queued"
+    except BaseException:
+        m._broken = True
+        raise
+    finally:
+        m.teardown()
 
 
 @pytest.fixture
