@@ -168,6 +168,7 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver,
         stream_object=runtime.cudaStream_t, event_object=runtime.cudaEvent_t,
         memory_pools_attribute=runtime.cudaDeviceAttr.cudaDevAttrMemoryPoolsSupported,
+        peer_already_enabled=int(err.cudaErrorPeerAccessAlreadyEnabled),
         pool_get_attribute=pool_get, pool_set_attribute=pool_set)
 
 
