@@ -74,3 +74,16 @@ def test_overhead_smoke_measures_every_rocmstreams_figure_and_names_missing_peer
                                                                              value)
     assert {row["figure"] for row in report["targets"]} >= {"launch", "H2D pageable"}
     assert "targets" in stdout
+
+
+def test_peer_copies_smoke_checks_every_copy_and_names_what_is_missing(backend, tmp_path):
+    report, stdout = _run("peer_copies.py", tmp_path)
+    assert report["benchmark"] == "peer_copies" and report["ok"]
+    libraries = {r["library"] for r in report["rows"]}
+    assert libraries == {"rocmstreams", "cudaMemcpyPeerAsync"}  # measured, or why not
+    for r in report["rows"]:
+        assert "missing" in r or (r["verified"] is True and r["gbps"] > 0), r
+    if backend.name == "cpu":  # two simulated devices: our rows run, the raw one cannot
+        ours = [r for r in report["rows"] if r["library"] == "rocmstreams"]
+        assert len(ours) == 4 and all("missing" not in r for r in ours)
+    assert "GB/s" in stdout
