@@ -474,18 +474,23 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     return out
 
 
-def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-    """An uninitialised numpy array in page-locked host memory, mapped for the device.
+def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
+                 device: int | None = None) -> np.ndarray:
+    """An uninitialised numpy array in page-locked host memory, mapped for the devices.
 
-    Copies from and to it run asynchronously at full link speed; the memory is freed when the
-    last array viewing it is gone.
+    Copies from and to it run asynchronously at full link speed, on a stream of any device (the
+    memory is portable); ``device`` (the current one when omitted) is the one it is allocated
+    with, and the default device of :func:`device_view`. The memory is freed when the last
+    array viewing it is gone.
     """
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
+    ordinal = check_device(device)
     be = active()
     lifetime.drain()
-    ptr = be.host_malloc(nbytes)
-    block = _Block(ptr, nbytes, be.get_device(), Handle(ptr, be.host_free, "page-locked memory"))
+    with using_device(ordinal):
+        ptr = be.host_malloc(nbytes)
+    block = _Block(ptr, nbytes, ordinal, Handle(ptr, be.host_free, "page-locked memory"))
     raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
     raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
     # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
@@ -509,8 +514,9 @@ def is_pinned(ary: np.ndarray) -> bool:
     return _pinned_block(ary) is not None
 
 
-def device_view(ary: np.ndarray) -> DeviceArray:
-    """The device's view of a page-locked array from :func:`pinned_empty` (no copy).
+def device_view(ary: np.ndarray, *, device: int | None = None) -> DeviceArray:
+    """A device's view of a page-locked array from :func:`pinned_empty` (no copy); ``device``
+    is the one its kernels run on (the array's allocating device when omitted).
 
     Kernels reading it see host writes as they happen, e.g. a flag the host sets.
     """
@@ -519,7 +525,8 @@ def device_view(ary: np.ndarray) -> DeviceArray:
         raise ValueError("device_view needs an array from rocmstreams.pinned_empty")
     if not ary.flags.c_contiguous:
         raise ValueError("device_view needs a C-contiguous array")
-    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, block.device, ary)
+    ordinal = block.device if device is None else check_device(device)
+    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, ordinal, ary)
 
 
 def _core(stream: "RocmStream | None") -> StreamCore:

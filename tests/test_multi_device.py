@@ -129,6 +129,16 @@ def test_a_graph_says_its_device_and_refuses_a_stream_of_another(devices, stream
     graph.close()
 
 
+def test_page_locked_memory_and_its_device_view_say_their_device(devices, streams, rng):
+    x = _random(rng, 256)
+    host = rs.pinned_empty(x.shape, x.dtype, device=1)
+    host[:] = x
+    assert rs.device_view(host).device == 1 and rs.device_view(host, device=0).device == 0
+    a0 = rs.empty(x.shape, x.dtype, stream=streams[0])
+    rs.copy_async(a0, host, stream=streams[0])  # portable: a stream of any device copies it
+    np.testing.assert_array_equal(a0.copy_to_host(stream=streams[0]), x)
+
+
 # ---- cross-device use ------------------------------------------------------------------------
 def test_an_event_records_only_on_a_stream_of_its_device(devices, streams):
     event = rs.Event(device=0)
