@@ -645,6 +645,11 @@ def _queue_peer_copy(calls: Any, dst: DeviceArray, src: DeviceArray, d: ArrayInf
     other = src_device if core.device == dst_device else dst_device
     if be.peer_access(core.device, other):
         calls.memcpy_peer_async(d.address, dst_device, s.address, src_device, d.nbytes)
+    elif core.capture is not None:
+        raise CaptureError(
+            f"devices {src_device} and {dst_device} cannot reach each other, so a copy between "
+            "them goes through host buffers the host reuses, which a graph cannot record; copy "
+            "between them before `with stream.capture()` or after it")
     else:
         staging.copy_between_devices(be, calls, core.device, d.address, s.address, d.nbytes,
                                      config())

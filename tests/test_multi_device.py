@@ -252,6 +252,29 @@ def test_a_peer_copy_without_peer_access_is_staged_through_the_host(devices, str
     assert direct == []
 
 
+def test_a_captured_peer_copy_replays_exactly(devices, streams, rng):
+    x = _random(rng)
+    a0, b1 = _on(0, x), _on(1, np.zeros_like(x))
+    s1 = streams[1]
+    with s1.capture() as graph:
+        rs.copy_async(b1, a0, stream=s1)
+    graph.launch(s1)
+    np.testing.assert_array_equal(b1.copy_to_host(stream=s1), x)
+    graph.close()
+
+
+def test_a_staged_peer_copy_is_refused_in_a_capture(devices, streams, rng, runtime,
+                                                    monkeypatch):
+    monkeypatch.setattr(runtime, "peer_access", lambda device, peer: device == peer)
+    x = _random(rng)
+    a0, b1 = _on(0, x), _on(1, np.zeros_like(x))
+    s1 = streams[1]
+    with pytest.raises(rs.CaptureError, match="cannot reach each other"):
+        with s1.capture():
+            rs.copy_async(b1, a0, stream=s1)
+    np.testing.assert_array_equal(b1.copy_to_host(stream=s1), np.zeros_like(x))
+
+
 @pytest.mark.skipif(rs.backend().name != "cpu", reason="reads the cpu backend's bookkeeping")
 def test_a_peer_copy_enables_access_from_the_streams_device(devices, streams, rng, runtime):
     x = _random(rng)
