@@ -371,7 +371,8 @@ class DeviceArray:
 
     def copy_to_host(self, out: np.ndarray | None = None, *,
                      stream: "RocmStream | None" = None) -> np.ndarray:
-        """Queue a copy into ``out`` (a new host array when omitted) on ``stream``; returns it.
+        """Queue a copy into ``out`` (a new host array when omitted) on ``stream`` (the legacy
+        default stream of the array's device when omitted); returns it.
 
         The host array holds the data once the stream has passed the copy.
         """
@@ -536,7 +537,9 @@ def _core(stream: "RocmStream | None") -> StreamCore:
 
 
 def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> None:
-    """Queue a copy of ``src`` into ``dst`` on ``stream`` (legacy default stream when omitted).
+    """Queue a copy of ``src`` into ``dst`` on ``stream`` (when omitted, the legacy default
+    stream of the device endpoint's device, of the destination's in a copy between devices, else
+    of the current device).
 
     Host-to-device, device-to-host and device-to-device, decided by the endpoints' kinds. Both
     must be C-contiguous with the same shape and dtype; anything else is refused before
@@ -565,7 +568,13 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     CaptureError
         A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
-    _copy(_core(stream), dst, src, stream)
+    if stream is None:
+        found = _device_of(dst)
+        found = _device_of(src) if found is None else found
+        core = default_core(active().get_device() if found is None else found)
+    else:
+        core = _core(stream)
+    _copy(core, dst, src, stream)
 
 
 def _device_of(array: Any) -> int | None:

@@ -315,6 +315,13 @@ def test_work_on_the_default_stream_of_device_1_runs_there(devices, rng):
     np.testing.assert_array_equal(a.copy_to_host(stream=d1), x)
 
 
+def test_a_copy_without_a_stream_runs_on_the_default_stream_of_the_arrays_device(devices,
+                                                                                rng):
+    x = _random(rng)
+    a = rs.to_device(x, device=1)
+    np.testing.assert_array_equal(a.copy_to_host(), x)  # device 0 current
+
+
 def test_each_device_has_its_own_memory_pool(devices, streams, rng):
     before = [rs.memory_stats(d) for d in devices]
     a = rs.empty(1 << 16, np.uint8, stream=streams[1])
