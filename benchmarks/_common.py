@@ -76,7 +76,7 @@ def environment() -> dict[str, Any]:
     return {"backend": be.name, "device": be.devices[0].name,
             "versions": dict(be.versions), "numpy": np.__version__,
             "python": sys.version.split()[0], "host": platform.node(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), "native_calls": be.native_calls}
 
 
 def _cell(value: Any, fmt: str) -> str:

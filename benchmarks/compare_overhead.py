@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     print(f"{'figure':28} {'library':26} {'old':>9} {'new':>9} {'new/old':>8}")
     for figure in FIGURES:
         higher = "GB/s" in units.get(figure, "")
-        for library in ("rocmstreams", "rocmstreams (configured)", "C++ floor"):
+        for library in ("rocmstreams", "rocmstreams (configured)", "rocmstreams (native off)",
+                        "C++ floor"):
             a, b = _best(old, figure, library, higher), _best(new, figure, library, higher)
             if a is None and b is None:
                 continue

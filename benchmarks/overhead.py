@@ -92,9 +92,16 @@ class Race:
         self.contenders: list[tuple[str, Callable[[], float]]] = []
 
     def add(self, library: str, call: Callable[[], Any],
-            after: Callable[[], Any] | None = None) -> None:
-        self.add_once(library, lambda: per_call_us(call, self.n, repeat=1, after=after,
-                                                   burst=self.burst))
+            after: Callable[[], Any] | None = None, native: bool = True) -> None:
+        """``native=False``: each round with rocmstreams' compiled calls turned off, so that
+        every call goes through the Python binding (after the compiled call's refusal)."""
+        def measure() -> float:
+            return per_call_us(call, self.n, repeat=1, after=after, burst=self.burst)
+
+        if native:
+            self.add_once(library, measure)
+        else:
+            self.add_once(library, lambda: _native_off(measure))
 
     def add_once(self, library: str, measure: Callable[[], float]) -> None:
         self.contenders.append((library, measure))
@@ -198,6 +205,8 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     race.add("rocmstreams", lambda: add_scalar[1, 256, s](a, one), after=s.synchronize)
     configured = add_scalar[1, 256, s]
     race.add("rocmstreams (configured)", lambda: configured(a, one), after=s.synchronize)
+    race.add("rocmstreams (native off)", lambda: add_scalar[1, 256, s](a, one),
+             after=s.synchronize, native=False)
     # a grid computed from each chunk's size: a different grid every call (997 sizes in turn)
     grids = itertools.cycle(range(1, 998))
     race.add("rocmstreams (grid changes every call)",
@@ -212,7 +221,7 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     got = a.copy_to_host(stream=s)
     s.synchronize()
     timed = n_launch if race.burst is None else max(n_launch // race.burst, 1) * race.burst
-    ours = 3 * rounds * (timed + 1)  # each launch adds one to a[:256]; one untimed per round
+    ours = 4 * rounds * (timed + 1)  # each launch adds one to a[:256]; one untimed per round
     if not np.all(got[:256] == ours):
         raise AssertionError(f"launches lost: a[0] = {got[0]}, expected {ours}")
 
@@ -226,6 +235,11 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     races["stream query, idle"].add("rocmstreams", s.query)
     races["stream synchronize, idle"].add("rocmstreams", s.synchronize)
     races["event record"].add("rocmstreams", lambda: ev.record(s), after=s.synchronize)
+    races["stream query, idle"].add("rocmstreams (native off)", s.query, native=False)
+    races["stream synchronize, idle"].add("rocmstreams (native off)", s.synchronize,
+                                          native=False)
+    races["event record"].add("rocmstreams (native off)", lambda: ev.record(s),
+                              after=s.synchronize, native=False)
     races["stream create + close"].add("rocmstreams",
                                        lambda: rs.RocmStream(non_blocking=True).close())
     races["stream create + close"].add("rocmstreams (pool off)", _unpooled_create_close)
@@ -271,6 +285,11 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     s.synchronize()
     s.close()
     return f
+
+
+def _native_off(measure: Callable[[], float]) -> float:
+    with rs.configure(native_calls=False):
+        return measure()
 
 
 def peers_alloc_free(f: Figures, race: Race) -> list[Callable[[], None]]:
@@ -651,12 +670,13 @@ def main() -> int:
     args = parser.parse_args()
     env = _common.environment()
     on_gpu = env["backend"] == "cuda"
-    print(f"rocmstreams overhead on {env['backend']} ({env['device']}), {env['versions']}")
+    print(f"rocmstreams overhead on {env['backend']} ({env['device']}), {env['versions']}, "
+          f"native calls {'in use' if env['native_calls'] else 'not in use'}")
     if env["backend"] == "hip":
         print("  the hip backend is measured as rocmstreams only; the peers are CUDA's")
     f = measure(args.quick, on_gpu)
     libraries = ["rocmstreams", "rocmstreams (configured)", "rocmstreams (grid changes every call)",
-                 "rocmstreams (pool off)", "C++ floor",
+                 "rocmstreams (pool off)", "rocmstreams (native off)", "C++ floor",
                  "cuda.bindings", "cuda.bindings (Numba's kernel)",
                  "cuda.bindings driver", "cuda.core", "numba-cuda", "CuPy", "torch"]
     print()

@@ -159,6 +159,9 @@ def per_call_us(fn: Callable[[], Any], calls: int, repeat: int) -> float:
 
 def child(tree: str, calls: int, repeat: int, profile: str | None) -> None:
     os.environ["ROCMSTREAMS_BACKEND"] = "cuda"
+    # the handles are fake: never hand them to a real driver (the compiled calls would, where
+    # libcuda.so.1 loads); benchmarks/hot_calls_offline.py measures the compiled path
+    os.environ["ROCMSTREAMS_NATIVE_CALLS"] = "0"
     install_fakes()
     sys.path.insert(0, tree)
     import rocmstreams as rs

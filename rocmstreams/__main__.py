@@ -25,8 +25,24 @@ def info() -> int:
               f"stream priorities {greatest} (highest) .. {least} (lowest)")
     for name, version in be.versions.items():
         print(f"{name}: {version}")
+    print(f"native calls: {_native_calls(rs, be)}")
     print(f"rocmstreams: {rs.__version__}")
     return 0
+
+
+def _native_calls(rs: Any, be: Any) -> str:
+    """Whether the compiled hot calls are in use, and if not, why."""
+    from rocmstreams.backends import native
+    if be.native_calls:
+        return "in use (stream query, synchronize, event record and launches from compiled code)"
+    if not native.built():
+        return ("not in use: the compiled layer was not built at install (no C compiler or "
+                "Python headers); every call goes through the Python binding")
+    if be.name == "cpu":
+        return "not in use: the cpu backend makes no runtime calls"
+    if not rs.config().native_calls:
+        return "off (rocmstreams.configure(native_calls=False) or ROCMSTREAMS_NATIVE_CALLS=0)"
+    return "not in use: the runtime library lacks one of the calls it makes"
 
 
 def demo(n: int | None, streams: int, chunks: int, plot: str | None = None,

@@ -100,10 +100,11 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     waits and frees."""
     be = active()
     lifetime.drain()
-    if core is None or core.capture is not None:
-        home, ready = be.memory_stream(device), False
+    entered = core is not None and core.capture is None
+    if entered:
+        home, ready = cast(StreamCore, core).enter(), True  # a concurrent close waits for it
     else:
-        home, ready = core.enter(), True  # counted in use: a concurrent close waits for the hold
+        home, ready = be.memory_stream(device), False
     try:
         if home == LEGACY_STREAM or home == PER_THREAD_STREAM:
             with using_device(device):
@@ -112,8 +113,12 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
             ptr = _malloc(be, nbytes, home, device)
         be.stream_hold(home)
     finally:
-        if ready:
+        if entered:
             cast(StreamCore, core).leave()
+    if not ready and not lifetime.releases_blocked():
+        # nothing queued on the memory stream before this allocation is left to run: the block
+        # is ready for every stream now (a query, never a wait; a capture refuses queries)
+        ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
     others: dict[tuple[int, int], None] = {}
     return DeviceBlock(ptr, nbytes, device, home, ready,
@@ -144,10 +149,19 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
             _release(ptr)
 
     def _release(ptr: int) -> None:
+        # A block of the memory stream is freed on the last stream of its device that used it,
+        # not on the memory stream: a free there would wait for that use, and every later
+        # allocation of the memory stream (and every stream using one) would wait behind it,
+        # chaining independent streams into one. The memory stream then only allocates, and
+        # stays idle. (A stream of another device, a peer copy's, cannot free it.)
+        target = home
+        if others and home == be.memory_stream(device):
+            target = next((s for s, d in reversed(others) if d == device), home)
+        rest = {key: None for key in others if key != (target, device)}
         try:
             try:
-                if others:
-                    _after_other_streams(be, home, others)
+                if rest:
+                    _after_other_streams(be, target, rest)
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
                 # destroyed): fall back to the runtime's free, which waits for the device
@@ -156,8 +170,10 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
                               "device instead", ResourceWarning, stacklevel=2)
                 be.free(ptr)
             else:
-                be.free_async(ptr, nbytes, home, device)
+                be.free_async(ptr, nbytes, target, device)
         finally:
+            if target != home:
+                be.stream_unhold(target)
             be.stream_unhold(home)
             _stats.freed(device, nbytes)
 
@@ -221,7 +237,8 @@ def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) 
 def _wait_for_allocation(be: Backend, block: DeviceBlock, stream: int, device: int) -> None:
     with using_device(block.device):
         home = be.stream_calls(block.home)
-        if home.query():  # every free queued there before the allocation has run
+        # (inside an open capture no query: a capture in global mode refuses one on any stream)
+        if not lifetime.releases_blocked() and home.query():  # every earlier free there has run
             block.ready = True
             return
         event = be.event_create(False)

@@ -10,11 +10,11 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _run(script, tmp_path, *args):
+def _run(script, tmp_path, *args, **env):
     out = tmp_path / f"{script}.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--json",
                            str(out), *args], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ))
+                          env={**os.environ, **env})
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(out.read_text()), done.stdout
 
@@ -74,6 +74,20 @@ def test_overhead_smoke_measures_every_rocmstreams_figure_and_names_missing_peer
                                                                              value)
     assert {row["figure"] for row in report["targets"]} >= {"launch", "H2D pageable"}
     assert "targets" in stdout
+
+
+def test_hot_calls_offline_smoke_times_the_binding_and_the_compiled_paths(tmp_path):
+    from rocmstreams.backends import native
+    # a benchmark over a fake runtime, for machines without a GPU: on the cpu backend, so that
+    # no fake handle can reach a real driver where one is installed
+    report, stdout = _run("hot_calls_offline.py", tmp_path, ROCMSTREAMS_BACKEND="cpu")
+    timed = {(r["path"], r["call"]) for r in report["rows"] if "ns" in r}
+    assert ("binding", "core.query()") in timed and ("binding", "calls.event_record(e)") in timed
+    if native.built():
+        assert ("compiled", "core.query()") in timed and ("compiled", "core.record(e)") in timed
+    else:
+        assert any(r["path"] == "compiled" and "missing" in r for r in report["rows"])
+    assert all(r["ns"] > 0 for r in report["rows"] if "ns" in r) and "ns per call" in stdout
 
 
 def test_peer_copies_smoke_checks_every_copy_and_names_what_is_missing(backend, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import struct
 import weakref
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from numba.core import types
 
 import rocmstreams as rs
 from conftest import collect
-from rocmstreams.backends import KernelDriver
+from rocmstreams.backends import KernelDriver, native
 from rocmstreams.integrations.numba.prepared import ABI_ATTRIBUTE, PreparedLauncher
 
 CONFIG = (4, 1, 1, 128, 1, 1, 0)
@@ -67,15 +68,17 @@ class Driver:
         return (self.status,)
 
 
-def make(dispatcher, kernel_slots, layouts=None):
+def make(dispatcher, kernel_slots, layouts=None, compiled=None, bind_launch=None):
     """A launcher over the recording driver; with ``layouts`` (kernel id -> the driver's
-    (offset, size) of each parameter, or None), the driver takes one parameter buffer."""
+    (offset, size) of each parameter, or None), the driver takes one parameter buffer; with
+    ``compiled`` (a :class:`CompiledLaunch`), the compiled launch call launches first."""
     driver = Driver()
     numba_calls = []
     tokens = {}
+    numbers = itertools.count(0xF000)
 
     def function(kernel):
-        token = object()
+        token = object() if compiled is None else next(numbers)  # the compiled call takes ints
         driver.nslots[token] = kernel_slots[id(kernel)]
         tokens[token] = id(kernel)
         return token
@@ -85,7 +88,11 @@ def make(dispatcher, kernel_slots, layouts=None):
                       error=lambda status, what: RuntimeError(f"refused: {what}"),
                       buffer_markers=None if layouts is None else (1, 2, 0),
                       param_info=None if layouts is None else
-                      (lambda f, count: layouts[tokens[f]]))
+                      (lambda f, count: layouts[tokens[f]]),
+                      bind_launch=bind_launch if compiled is None else compiled.binder(),
+                      raw_stream=lambda handle: handle or 0x1)
+    if compiled is not None:
+        compiled.recorded.nslots = driver.nslots
     launcher = PreparedLauncher(dispatcher, kd, (rs.DeviceArray,))
     return Launch(launcher, numba_calls), driver, numba_calls
 
@@ -123,6 +130,14 @@ def q(v):
 def array_abi(a):
     slots = [0, 0, a.size, a.dtype.itemsize, a.ptr, *a.shape, *a.strides]
     return [struct.pack("<Q" if i == 4 else "<q", v) for i, v in enumerate(slots)]
+
+
+@pytest.fixture(autouse=True)
+def no_use_tracking(monkeypatch):
+    """The recording driver's streams (0x50, ...) are no runtime's: the launcher must not tell
+    the memory layer of uses there, or a real runtime would later record events on them."""
+    from rocmstreams.integrations.numba import prepared
+    monkeypatch.setattr(prepared, "note_use", lambda block, stream: None)
 
 
 @pytest.fixture
@@ -298,3 +313,102 @@ def test_a_kernel_whose_layout_the_driver_does_not_confirm_gets_per_parameter_po
     launcher(1, (out, np.float32(2), 3), CONFIG)
     slots = driver.launches[-1][2]
     assert isinstance(slots, list) and slots[:9] == array_abi(out) and slots[10] == q(3)
+
+
+# ---- the compiled launch call (backends.native) ------------------------------------------------
+LaunchFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7,
+                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+needs_extension = pytest.mark.skipif(not native.built(), reason="the compiled layer is not "
+                                     "built here (pip install -e . with a C compiler)")
+
+
+class CompiledLaunch:
+    """The driver's C launch call for the compiled layer: a function pointer that records each
+    launch as :class:`Driver` does (into ``recorded``) and returns ``status``."""
+
+    def __init__(self, status: int = 0) -> None:
+        self.recorded, self.status = Driver(), status
+        self.fn = LaunchFn(self._call)
+
+    def _call(self, func, gx, gy, gz, bx, by, bz, shm, stream, params, extra):
+        self.recorded.launch(func, gx, gy, gz, bx, by, bz, shm, stream, params, extra)
+        return self.status
+
+    def binder(self):
+        address = ctypes.cast(self.fn, ctypes.c_void_p).value
+        return native.launch_binder(native.EntryPoints(1, 1, 1, address))
+
+
+@pytest.fixture
+def compiled():
+    native.set_enabled(True)
+    yield CompiledLaunch()
+    native.set_enabled(True)
+
+
+@needs_extension
+def test_the_compiled_launch_gets_the_packed_parameters_and_the_raw_stream(saxpy_like, compiled):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots}, compiled=compiled)
+    out = rs.empty((6, 7), np.float32)
+    launcher(0x50, (out, np.float32(2), 12345), CONFIG)  # through Numba
+    launcher(0x50, (out, np.float32(2), -7), CONFIG)
+    launcher(0, (out, np.float32(2), 8), CONFIG)  # the legacy stream: its raw handle
+    assert len(numba_calls) == 1 and driver.launches == []
+    (config, stream, slots), (_, legacy, last) = compiled.recorded.launches
+    assert config == CONFIG and stream == 0x50 and legacy == 0x1
+    assert slots[:9] == array_abi(out) and slots[10] == q(-7) and last[10] == q(8)
+
+
+@needs_extension
+def test_the_compiled_launch_gets_one_buffer_where_the_driver_takes_one(saxpy_like, compiled):
+    d, kernel, nslots = saxpy_like
+    layout = [(8 * k, 8) for k in range(9)] + [(72, 4), (80, 8)]
+    launcher, driver, _ = make(d, {id(kernel): nslots}, {id(kernel): layout}, compiled=compiled)
+    out = rs.empty((6, 7), np.float32)
+    launcher(0x50, (out, np.float32(1), 1), CONFIG)
+    launcher(0x50, (out, np.float32(1), -7), CONFIG)
+    values = [0, 0, out.size, 4, out.ptr, *out.shape, *out.strides]
+    assert compiled.recorded.launches[-1][2] == struct.pack("@qqqqQqqqqfq", *values, 1, -7)
+    assert driver.launches == []
+
+
+@needs_extension
+def test_a_refused_compiled_launch_launches_through_the_binding_which_raises(
+        saxpy_like, compiled):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots}, compiled=compiled)
+    out = rs.empty((1, 1), np.float32)
+    launcher(0x50, (out, np.float32(1), 1), CONFIG)
+    compiled.status = 201  # e.g. no current context: the binding's launch recovers or raises
+    launcher(0x50, (out, np.float32(1), 2), CONFIG)
+    assert driver.launches[-1][1:] == (("stream", 0x50), driver.launches[-1][2])
+    assert driver.launches[-1][2][10] == q(2)
+    driver.status = FAILED
+    with pytest.raises(RuntimeError, match=r"refused: launching \w+ with grid \(4, 1, 1\)"):
+        launcher(0x50, (out, np.float32(1), 3), CONFIG)
+    compiled.status, driver.status = 0, OK
+    launcher(0x50, (out, np.float32(1), 4), CONFIG)
+    assert compiled.recorded.launches[-1][2][10] == q(4) and len(driver.launches) == 2
+
+
+@needs_extension
+def test_with_the_compiled_calls_off_every_launch_goes_through_the_binding(saxpy_like, compiled):
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots}, compiled=compiled)
+    out = rs.empty((1, 1), np.float32)
+    launcher(0x50, (out, np.float32(1), 1), CONFIG)
+    native.set_enabled(False)
+    launcher(0x50, (out, np.float32(1), 2), CONFIG)
+    assert compiled.recorded.launches == [] and driver.launches[-1][2][10] == q(2)
+
+
+def test_a_function_the_compiled_call_cannot_take_launches_through_the_binding(saxpy_like):
+    """A driver whose launchable function is no int (or no extension): the binding's call."""
+    d, kernel, nslots = saxpy_like
+    launcher, driver, _ = make(d, {id(kernel): nslots},
+                               bind_launch=lambda function, params, extra: int(function))
+    out = rs.empty((1, 1), np.float32)
+    launcher(0x50, (out, np.float32(1), 1), CONFIG)
+    launcher(0x50, (out, np.float32(1), 2), CONFIG)
+    assert driver.launches[-1][2][10] == q(2)

@@ -104,7 +104,8 @@ class FakeBinding:
         return call
 
 
-def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool = False
+def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool = False,
+                 native_entry_points=None
                  ) -> tuple[RuntimeBackend, FakeBinding]:
     binding = FakeBinding()
     adapter = RuntimeAdapter(
@@ -115,7 +116,7 @@ def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool =
         host_alloc="HostMalloc", host_free="HostFree", error_enum=int,
         device_name=lambda call, ordinal: call("DeviceGetName", 256, ordinal),
         format_version=str, kernels=NumbaKernels(lambda: None), releases_gil=releases_gil,
-        launch_host_func=launch_host_func,
+        launch_host_func=launch_host_func, native_entry_points=native_entry_points,
         memory_pools_attribute="pools-attribute" if pools else None,
         pool_get_attribute=(lambda call, pool, name: call("MemPoolGetAttribute", pool, name))
         if pools else None,

@@ -24,6 +24,30 @@ def test_dropping_an_array_while_another_stream_is_latched_leaves_that_stream_bu
     assert gate.released, f"latch timed out after {gate.polls} polls"
 
 
+def test_arrays_made_without_a_stream_do_not_chain_independent_streams(latch, kernels,
+                                                                      make_stream, rng):
+    """``rs.empty`` with no stream, used on a latched stream and dropped, then again on another
+    stream: that stream's work must not wait for the latched one (the free of the first array
+    may not sit where the second one is allocated)."""
+    a, b = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    gate = latch().hold(a)
+    x = rs.empty(N, np.float32)
+    kernels.add_scalar[N // 64, 64, a](x, np.float32(1))  # behind the latch
+    del x
+    collect()
+    expected = rng.random(N, dtype=np.float32)
+    y = rs.empty(N, np.float32)
+    rs.copy_async(y, expected, stream=b)  # copies: on cpu a held latch stalls every kernel
+    got = rs.pinned_empty(N, np.float32)
+    rs.copy_async(got, y, stream=b)
+    b.synchronize(timeout=20)
+    assert not a.query(), "the latch let go before b was done: the test proves nothing"
+    np.testing.assert_array_equal(got, expected)
+    gate.release()
+    a.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+
+
 def test_dropping_an_array_allocated_on_a_latched_stream_leaves_it_busy(latch, stream):
     gate = latch().hold(stream)
     d = rs.empty(N, np.float32, stream=stream)

@@ -86,6 +86,13 @@ class KernelDriver:
     #: ``recover(status, device)``: True when the failure was a thread with no current context
     #: and ``device``'s context is now current, so the launch may be made once more.
     recover: Callable[[Any, int], bool] = lambda status, device: False
+    #: ``bind_launch(function, params, extra)``: the launch call compiled (backends.native) and
+    #: bound to one function and parameter buffer, called as ``(gx, gy, gz, bx, by, bz, shared,
+    #: raw_stream(handle))`` and returning the driver's status as an int; on any status but 0
+    #: the launch is made again through ``launch``, which says why it failed. None: every
+    #: launch goes through ``launch``.
+    bind_launch: Callable[[Any, "int | None", Any], Callable[..., int]] | None = None
+    raw_stream: Callable[[int], int] = int
 
 
 class Backend(Protocol):
@@ -95,6 +102,10 @@ class Backend(Protocol):
     #: Idle streams kept per (device, flags, priority) once released (0: none); set from the
     #: configuration (``rocmstreams.configure(stream_pool_size=...)``).
     stream_pool_size: int
+    #: Whether the hot calls (stream query, synchronize, event record, prepared launches) are
+    #: made from compiled code (backends.native); set from the configuration
+    #: (``rocmstreams.configure(native_calls=...)``), read back False where they cannot be.
+    native_calls: bool
     #: Cached bytes each memory pool keeps when trimmed (``set_release_threshold`` sets it).
     release_threshold: int
 

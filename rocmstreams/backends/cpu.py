@@ -173,6 +173,15 @@ class CpuBackend:
     name = "cpu"
     stream_pool_size = 0  # a cpu stream is a thread: none are kept
 
+    @property
+    def native_calls(self) -> bool:
+        """Always False: the cpu runtime is Python, with no C calls to make."""
+        return False
+
+    @native_calls.setter
+    def native_calls(self, on: bool) -> None:
+        pass
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._ids = itertools.count(0x1000, 0x10)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from typing import Any, Callable
 
 from ..errors import BackendUnavailableError, RocmStreamsError
+from . import native
 from .base import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
 
@@ -40,6 +42,21 @@ def _device_name(call: Any, ordinal: int) -> tuple:
     return status, None if props is None else props.name
 
 
+@functools.lru_cache(maxsize=None)
+def _driver_library() -> ctypes.CDLL:
+    """The CUDA driver library (the one cuda.bindings loaded: a process has one); OSError if
+    it does not load."""
+    return ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+
+
+def _native_entry_points() -> native.EntryPoints | None:
+    """The driver's calls for the compiled hot calls. Runtime stream and event handles are
+    driver handles, and the statuses these calls answer with on success and not-ready are the
+    runtime's (0, 600); any other status takes the runtime's call, which names it."""
+    return native.entry_points(_driver_library, ("cuStreamQuery", "cuStreamSynchronize",
+                                                 "cuEventRecord", "cuLaunchKernel"))
+
+
 def _driver_launch_host_func(runtime: Any) -> Callable[[int, int, int], tuple]:
     """cuLaunchHostFunc from the driver library, through ctypes (which releases the GIL).
 
@@ -55,7 +72,7 @@ def _driver_launch_host_func(runtime: Any) -> Callable[[int, int, int], tuple]:
     def launch(stream: int, fn: int, key: int) -> tuple:
         if not found:
             try:
-                lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+                lib = _driver_library()
             except OSError as exc:
                 raise RocmStreamsError(f"could not load the CUDA driver library: {exc}",
                                        backend="cuda") from exc
@@ -128,7 +145,9 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
 
     return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
                         stream=stream, error=error, buffer_markers=(1, 2, 0),
-                        param_info=param_info, recover=recover)
+                        param_info=param_info, recover=recover,
+                        bind_launch=native.launch_binder(backend.native_entry_points()),
+                        raw_stream=lambda handle: handle or legacy)
 
 
 def _pool_attributes(runtime: Any) -> tuple[Callable[..., tuple], Callable[..., tuple]]:
@@ -167,6 +186,7 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         format_version=_version, kernels=NumbaKernels(numba_cuda),
         launch_host_func=_driver_launch_host_func(runtime), kernel_driver=_kernel_driver,
         stream_object=runtime.cudaStream_t, event_object=runtime.cudaEvent_t,
+        native_entry_points=_native_entry_points,
         memory_pools_attribute=runtime.cudaDeviceAttr.cudaDevAttrMemoryPoolsSupported,
         peer_already_enabled=int(err.cudaErrorPeerAccessAlreadyEnabled),
         pool_get_attribute=pool_get, pool_set_attribute=pool_set)

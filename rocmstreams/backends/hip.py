@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 from ..errors import BackendUnavailableError, RocmStreamsError
+from . import native
 from .cuda import numba_cuda
 from .base import KernelDriver
 from .runtime import NumbaKernels, RuntimeAdapter, RuntimeBackend, capture_codes
@@ -107,7 +108,27 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
 
     return KernelDriver(launch=hip.hipModuleLaunchKernel, success=hip.hipError_t.hipSuccess,
                         function=function, stream=stream, error=error, extra=None,
-                        recover=recover)
+                        recover=recover,
+                        bind_launch=native.launch_binder(backend.native_entry_points()))
+
+
+#: The HIP calls the compiled hot calls make (the HIP-on-CUDA shim defines each).
+NATIVE_SYMBOLS = ("hipStreamQuery", "hipStreamSynchronize", "hipEventRecord",
+                  "hipModuleLaunchKernel")
+
+
+def _hip_library() -> ctypes.CDLL:
+    """The libamdhip64 hip-python loaded (RTLD_NOLOAD: never load another); OSError if none."""
+    try:
+        from rocm.bindings.util.paths import get_library_path
+        path = os.fsdecode(get_library_path("amdhip64"))
+    except ImportError:  # hip-python before rocm.bindings
+        path = "libamdhip64.so"
+    return ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+
+
+def _native_entry_points() -> native.EntryPoints | None:
+    return native.entry_points(_hip_library, NATIVE_SYMBOLS)
 
 
 def _version(value: int) -> str:
@@ -153,7 +174,7 @@ def _adapter(hip: Any) -> RuntimeAdapter:
         invalid_device=int(err.hipErrorInvalidDevice), capture_codes=capture_codes(err, "hip"),
         legacy_stream=0, host_alloc="HostMalloc", host_free="HostFree", error_enum=err,
         device_name=_device_name, format_version=_version, kernels=NumbaKernels(_kernel_module),
-        kernel_driver=_kernel_driver,
+        kernel_driver=_kernel_driver, native_entry_points=_native_entry_points,
         memory_pools_attribute=hip.hipDeviceAttribute_t.hipDeviceAttributeMemoryPoolsSupported,
         pool_get_attribute=pool_get, pool_set_attribute=pool_set,
         peer_already_enabled=int(err.hipErrorPeerAccessAlreadyEnabled),

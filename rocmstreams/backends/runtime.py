@@ -45,10 +45,11 @@ from typing import Any, Callable, Sequence, cast
 
 from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
+from . import native
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
 
-__all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NumbaKernels",
-           "capture_codes", "KEEP_ALL"]
+__all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NativeStreamCalls",
+           "NumbaKernels", "capture_codes", "KEEP_ALL"]
 
 _SUCCESS = 0
 #: A release threshold that keeps every freed byte cached (the pool's attribute is a uint64).
@@ -194,6 +195,9 @@ class RuntimeAdapter:
     peer_already_enabled: int | None = None
     pool_get_attribute: Callable[[Callable[..., tuple], Any, str], tuple] | None = None
     pool_set_attribute: Callable[[Callable[..., tuple], Any, str, int], tuple] | None = None
+    #: The C entry points of the runtime's library for the compiled hot calls (see
+    #: backends.native), resolved once on first use; None (or a None result): none.
+    native_entry_points: Callable[[], native.EntryPoints | None] | None = None
 
 
 class RuntimeBackend:
@@ -207,6 +211,7 @@ class RuntimeBackend:
 
     #: Idle streams kept per (device, flags, priority); the configuration sets it.
     stream_pool_size = 16
+    _native_points: native.EntryPoints | None | bool = False  # False: not resolved yet
 
     def __init__(self, adapter: RuntimeAdapter) -> None:
         self._a = adapter
@@ -423,7 +428,9 @@ class RuntimeBackend:
     def stream_calls(self, stream: int) -> "RuntimeStreamCalls":
         calls = self._calls.get(stream)
         if calls is None:
-            calls = RuntimeStreamCalls(self, stream)
+            points = self.native_entry_points()
+            calls = (RuntimeStreamCalls(self, stream) if points is None
+                     else NativeStreamCalls(self, stream, points))
             if stream in self._live["streams"] or stream in (LEGACY_STREAM, PER_THREAD_STREAM):
                 self._calls[stream] = calls
         return calls
@@ -710,6 +717,26 @@ class RuntimeBackend:
             self._kernel_driver = self._a.kernel_driver(self)
         return self._kernel_driver
 
+    # ---- the compiled hot calls --------------------------------------------------------------
+    def native_entry_points(self) -> native.EntryPoints | None:
+        """The runtime library's entry points for the compiled calls (resolved once), or None
+        where the extension is not built or the library lacks them."""
+        points = self._native_points
+        if points is False:
+            found = self._a.native_entry_points
+            points = self._native_points = None if found is None else found()
+        return points  # type: ignore[return-value]
+
+    @property
+    def native_calls(self) -> bool:
+        """Whether the hot calls (stream query, synchronize, event record, prepared launches)
+        are made from compiled code: built, turned on, and entry points found."""
+        return native.enabled() and self.native_entry_points() is not None
+
+    @native_calls.setter
+    def native_calls(self, on: bool) -> None:
+        native.set_enabled(on)  # the configuration's switch, for the whole process
+
     # ---- bookkeeping -------------------------------------------------------------------------
     def live_handles(self) -> dict[str, int]:
         counts = {kind: len(handles) for kind, handles in self._live.items()}
@@ -828,3 +855,41 @@ class RuntimeStreamCalls:
     def graph_launch(self, graph_exec: int) -> None:
         self._be._check(self._be._call("GraphLaunch", graph_exec, self._raw), RocmStreamsError,
                         f"could not launch graph {graph_exec:#x} on stream {self.handle:#x}")
+
+
+class NativeStreamCalls(RuntimeStreamCalls):
+    """:class:`RuntimeStreamCalls` whose query, synchronize and event record are compiled calls.
+
+    Success (and, for a query, not-ready) is answered here; any other status, NOT_CALLED while
+    the compiled calls are off included, makes the binding's call of the base class, which
+    raises the runtime's own error through the choke point. Redoing the call is safe: a failed
+    call did nothing, and a query or synchronize may be repeated. On CUDA that also covers a
+    thread with no current context (CUDA_ERROR_INVALID_CONTEXT from the driver): the runtime's
+    call binds the device's primary context, and the next compiled call succeeds.
+    """
+
+    __slots__ = ("_native_query", "_native_sync", "_native_record", "_not_ready")
+
+    def __init__(self, backend: RuntimeBackend, handle: int, points: native.EntryPoints) -> None:
+        super().__init__(backend, handle)
+        # the runtime's legacy stream handle is the driver's (cudaStreamLegacy == CU_STREAM_LEGACY)
+        self._native_query = native.handle_call(points.stream_query, self._raw)
+        self._native_sync = native.handle_call(points.stream_synchronize, self._raw)
+        self._native_record = native.handle_pair_call(points.event_record, self._raw)
+        self._not_ready = points.not_ready
+
+    def query(self) -> bool:
+        status = self._native_query()
+        if status == 0:
+            return True
+        if status == self._not_ready:
+            return False
+        return super().query()
+
+    def synchronize(self) -> None:
+        if self._native_sync() != 0:  # the compiled call releases the GIL: no polling needed
+            super().synchronize()
+
+    def event_record(self, event: int) -> None:
+        if self._native_record(event) != 0:
+            super().event_record(event)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import backends
+from ..backends import native
 
 __all__ = ["Config", "config", "configure"]
 
@@ -50,6 +51,13 @@ class Config:
         pool and current-device rules), so that multi-device code runs, and is checked, without
         GPUs. None (the default) reads ``ROCMSTREAMS_CPU_DEVICES`` at selection, else 1. GPU
         backends report the devices they have and ignore it.
+    native_calls : bool
+        Make the hot runtime calls (stream query, synchronize, event record, prepared kernel
+        launches) from the compiled layer where it was built (default True; False makes every
+        call through the Python binding). ``ROCMSTREAMS_NATIVE_CALLS=0`` in the environment at
+        import leaves the compiled layer out of the process altogether (the default is then
+        False, and True cannot bring it back). ``rocmstreams.backend().native_calls`` says
+        whether they are in use.
     """
 
     stream_pool_size: int = 16
@@ -61,6 +69,7 @@ class Config:
     stage_device_to_host: bool = False
     pool_release_threshold: int | None = None
     cpu_devices: int | None = None
+    native_calls: bool = field(default_factory=native.allowed_by_environment)
 
     def __post_init__(self) -> None:
         minimum = {"stream_pool_size": 0, "staging_min_bytes": 0, "staging_chunk_bytes": 1,
@@ -81,9 +90,9 @@ class Config:
                                  "be 0 or more bytes (below 2**64), or None to keep everything")
         if self.cpu_devices is not None:
             _check_cpu_devices(self.cpu_devices, "cpu_devices")
-        if not isinstance(self.stage_device_to_host, bool):
-            raise TypeError("stage_device_to_host must be True or False, got "
-                            f"{self.stage_device_to_host!r}")
+        for name in ("stage_device_to_host", "native_calls"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 def _check_cpu_devices(value: object, name: str) -> int:
@@ -165,6 +174,7 @@ def _apply(new: Config) -> None:
 
 def _push(backend: backends.Backend) -> None:
     backend.stream_pool_size = _current.stream_pool_size
+    backend.native_calls = _current.native_calls
     threshold = _current.pool_release_threshold
     keep = (1 << 64) - 1 if threshold is None else threshold
     if getattr(backend, "release_threshold", None) != keep:

@@ -40,6 +40,13 @@ class BackendInfo:
         many idle streams it keeps pooled; for leak checks."""
         return backends.active().live_handles()
 
+    @property
+    def native_calls(self) -> bool:
+        """Whether the hot runtime calls (stream query, synchronize, event record, prepared
+        kernel launches) are made from the compiled layer now: built at install, not turned
+        off (``rocmstreams.configure(native_calls=False)``), on a GPU backend."""
+        return backends.active().native_calls
+
 
 _info: BackendInfo | None = None
 

@@ -173,6 +173,12 @@ def block_releases() -> None:
     _blocked.append(None)
 
 
+def releases_blocked() -> bool:
+    """True while a graph capture is open (releases wait; so must anything that would query
+    or synchronize a stream, which a capture in global mode refuses)."""
+    return bool(_blocked)
+
+
 def unblock_releases() -> None:
     _blocked.pop()
 

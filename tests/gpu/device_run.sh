@@ -6,6 +6,8 @@
 # Usage: bash tests/gpu/device_run.sh [pytest args...]; logs go to $OUT (or /tmp/out).
 # The cuda and hip suites run side by side (SERIAL=1: one after the other), then
 # tests/test_model_based.py on each (MODEL=0 leaves it out; MODEL_EXAMPLES, default 10).
+# The compiled hot calls are built in place (gcc + the Python headers); NATIVE=0 leaves them
+# out, NATIVE_OFF=1 runs the cuda suite once more with them turned off (ROCMSTREAMS_NATIVE_CALLS=0).
 # BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
 # STRESS, SANITIZE, PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each step below.
 set -u
@@ -18,11 +20,29 @@ lay_out() {  # repo dir, target: the package as installed (kernels/ -> rocmstrea
   cp -r "$1/rocmstreams" "$1/tests" "$1/benchmarks" "$2/"
   for f in README.md pyproject.toml notebooks docs; do [ -e "$1/$f" ] && cp -r "$1/$f" "$2/"; done
   rm -rf "$2/rocmstreams/kernels" && cp -r "$1/kernels" "$2/rocmstreams/kernels"
+  build_native "$2"
+}
+build_native() {  # target: the compiled hot calls built in place, as pip install does (optional)
+  local src="$1/rocmstreams/backends/native_calls.c"
+  [ -f "$src" ] || { echo "native calls: $1 has none (an older tree)"; return 0; }
+  local inc suffix
+  inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  rm -f "$1"/rocmstreams/backends/native_calls.*.so
+  if [ "${NATIVE:-1}" = 0 ]; then
+    echo "native calls: NOT BUILT in $1 (NATIVE=0): every call through the Python bindings"
+  elif gcc -O2 -Wall -shared -fPIC -I"$inc" -o "$1/rocmstreams/backends/native_calls$suffix" \
+      "$src" 2> "$out/native_build.log"; then
+    echo "native calls: BUILT in $1 ($(basename "$1"/rocmstreams/backends/native_calls*.so))"
+  else
+    echo "native calls: BUILD FAILED in $1 (the Python path runs): $(tail -n 3 "$out/native_build.log")"
+  fi
 }
 lay_out "$repo" /tmp/src
 export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 nvidia-smi -L
 python3 -c "import numpy, numba, numba.cuda, cuda.bindings, rocm.bindings.hip as h; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cuda.bindings', cuda.bindings.__version__)"
+(cd /tmp/src && ROCMSTREAMS_BACKEND=cuda python3 -m rocmstreams info | grep "native calls")
 bash "$repo/tests/hip_on_cuda/build.sh" /tmp/hiplib || echo "HIP-on-CUDA build FAILED"
 cd /tmp/src
 PYTEST_ARGS=("$@")
@@ -70,6 +90,12 @@ fi
 if [ "${MODEL:-1}" = 1 ]; then
   run_model cuda > /tmp/model_cuda.tail & run_model hip "${hipenv[@]}" > /tmp/model_hip.tail
   wait; cat /tmp/model_cuda.tail /tmp/model_hip.tail
+fi
+if [ "${NATIVE_OFF:-0}" = 1 ]; then  # the cuda suite once more, the compiled hot calls off
+  ROCMSTREAMS_NATIVE_CALLS=0 ROCMSTREAMS_BACKEND=cuda timeout ${SUITE_TIMEOUT:-400} python3 -m \
+    pytest -q -p no:cacheprovider -o timeout=90 -rfEs --tb=short \
+    --ignore=tests/test_model_based.py tests "${PYTEST_ARGS[@]}" > "$out/suite_cuda_native_off.log" 2>&1
+  echo "=== suite on cuda, compiled calls off: exit $? ==="; tail -n ${TAIL:-45} "$out/suite_cuda_native_off.log"
 fi
 fi
 # STRESS=1: tests/stress_harness.py at 10^5 operations on cuda and hip; SANITIZE=1:

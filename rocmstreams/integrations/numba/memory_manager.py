@@ -79,8 +79,8 @@ class _Keep:
 
 
 def use_for_numba() -> bool:
-    """Make Numba allocate device memory from rocmstreams' pools, in contexts Numba creates
-    from now on (call it before the first Numba call that touches the GPU). Returns False where
+    """Make Numba allocate device memory from rocmstreams' pools: in the current context (from
+    now on) and in every context Numba creates later. Returns False where
     there is nothing to install: the cpu backend, whose Numba simulator allocates host memory
     of its own.
     """
@@ -88,7 +88,18 @@ def use_for_numba() -> bool:
     if be.numba_stream(0) is None:
         return False
     module = be.numba_module()
-    module.set_memory_manager(plugin_class(module))
+    cls = plugin_class(module)
+    module.set_memory_manager(cls)
+    # rocmstreams' own Numba calls may have made the current context already (with Numba's
+    # default manager): it takes the plugin too; what it allocated before is freed as before
+    try:
+        context = module.current_context()
+        if not isinstance(context.memory_manager, cls):
+            manager = cls(context=context)
+            manager.initialize()
+            context.memory_manager = manager
+    except AttributeError:  # a Numba without per-context managers: new contexts only
+        pass
     return True
 
 

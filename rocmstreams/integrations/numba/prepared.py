@@ -107,9 +107,8 @@ def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
 # registered with linecache, so tracebacks through it show these lines). Names it uses:
 # a<i> the arguments, C<i> their Python types, T<i> an array's Numba type, m<i> its cached ABI,
 # pack/buf/params/extra the owner thread's parameter buffer, buf2/params2/extra2 the shared one
-# (used under lock), last the arguments packed last, launch/func/ok/fail the driver's call,
-# recover(status, device) True where the driver fixed what failed (a thread with no current
-# context) and the launch may be made once more.
+# (used under lock), last the arguments packed last, s the stream as the launch call takes it,
+# and one of two launch calls (each a few lines, below):
 _TEMPLATE = """\
 def run(handle, args, config):
     # prepared launch of {name}({signature}), {mode}
@@ -127,21 +126,28 @@ def run(handle, args, config):
                 last[0:] = [NOTHING] * len(last)
                 return False
 {remember}\
-        status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]
-        if status is not ok and recover(status, device):
-            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params, extra)[0]
+{launch}\
     else:
         with lock:
             try:
                 pack(buf2, 0, {packed})
             except pack_errors:
                 return False
-            status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]
-            if status is not ok and recover(status, device):
-                status = launch(func, gx, gy, gz, bx, by, bz, shm, s, params2, extra2)[0]
-    if status is not ok:
-        raise fail(status, f"{{what}} with grid {{config[:3]}}, block {{config[3:6]}}")
+{launch2}\
     return True
+"""
+# The binding's launch call (launch, func, ok); failed(...) launches once more where the driver
+# recovered what failed (a thread with no current context), else raises.
+_BINDING_LAUNCH = """\
+{indent}status = launch(func, gx, gy, gz, bx, by, bz, shm, s, {params}, {extra})[0]
+{indent}if status is not ok:
+{indent}    failed(status, handle, config, {params}, {extra})
+"""
+# The compiled launch call (backends.native) bound to func and one buffer; s is the raw stream
+# handle. Any status but 0 launches through the binding, which says why it failed.
+_NATIVE_LAUNCH = """\
+{indent}if {native}(gx, gy, gz, bx, by, bz, shm, s):
+{indent}    relaunch(handle, config, {params}, {extra})
 """
 _ARRAY_CHECK = """\
     try:
@@ -160,6 +166,35 @@ _SOURCES = itertools.count(1)
 
 class _Unpreparable(Exception):
     """This specialization takes an argument kind the prepared path does not pack."""
+
+
+class _BindingLaunch:
+    """One prepared kernel's launch through the binding, where the fast call did not launch:
+    ``relaunch(handle, config, params, extra)``, and ``failed(status, ...)`` after a refusal."""
+
+    __slots__ = ("driver", "func", "device", "what", "streams")
+
+    def __init__(self, driver: KernelDriver, func: Any, device: int, what: str) -> None:
+        self.driver, self.func, self.device, self.what = driver, func, device, what
+        self.streams: dict[int, Any] = {}  # the binding's stream objects by handle
+
+    def relaunch(self, handle: int, config: tuple, params: Any, extra: Any) -> None:
+        d = self.driver
+        stream = self.streams.get(handle)
+        if stream is None:
+            stream = self.streams[handle] = d.stream(handle)
+        status = d.launch(self.func, *config, stream, params, extra)[0]
+        if status is not d.success:
+            self.failed(status, handle, config, params, extra)
+
+    def failed(self, status: Any, handle: int, config: tuple, params: Any, extra: Any) -> None:
+        """Launch once more where the driver recovered what failed, else raise."""
+        d = self.driver
+        if d.recover(status, self.device):
+            status = d.launch(self.func, *config, d.stream(handle), params, extra)[0]
+            if status is d.success:
+                return
+        raise d.error(status, f"{self.what} with grid {config[:3]}, block {config[3:6]}")
 
 
 def _array_abi(array: Any, numba_type: Any) -> tuple[Any, tuple[int, ...], Any, Any]:
@@ -368,17 +403,22 @@ class PreparedLauncher(KernelLauncher):
             layout = packed_layout
         else:  # per-parameter pointers: they need no agreement on offsets
             markers, layout = None, struct.Struct("".join(slots))
-        streams: dict[int, Any] = {}
-
-        def stream_of(handle: int) -> Any:
-            obj = streams[handle] = driver.stream(handle)
-            return obj
 
         # Two parameter buffers: one owned by the thread that prepared the launch, which skips
         # packing when every argument is the same as last time; one for other threads,
         # used under a lock. The driver reads a buffer during the launch call (without the GIL).
         name = getattr(d, "__name__", "kernel")
         buffers = [_ParamBuffer(layout.size, markers, driver.extra) for _ in range(2)]
+        natives = self._native_launches(cufunc, buffers)
+        stream_form = driver.stream if natives is None else driver.raw_stream
+        streams: dict[int, Any] = {}
+
+        def stream_of(handle: int) -> Any:
+            obj = streams[handle] = stream_form(handle)
+            return obj
+
+        binding = _BindingLaunch(driver, cufunc, self._device, f"launching {name}")
+        native, native2 = natives or (None, None)
         last: list[Any] = [_NOTHING] * len(args)
         namespace.update(
             abi=self._abi_maker(), pack=layout.pack_into,
@@ -387,9 +427,9 @@ class PreparedLauncher(KernelLauncher):
             keep=buffers, last=last, NOTHING=_NOTHING,
             owner=threading.get_ident(), get_ident=threading.get_ident, func=cufunc,
             launch=driver.launch, ok=driver.success, streams=streams, stream_of=stream_of,
-            lock=self._lock, fail=driver.error, pack_errors=(struct.error, OverflowError),
-            recover=driver.recover, device=self._device, note=note_use,
-            what=f"launching {name}",
+            lock=self._lock, pack_errors=(struct.error, OverflowError),
+            failed=binding.failed, relaunch=binding.relaunch,
+            native=native, native2=native2, note=note_use,
             **{f"C{i}": type(a) for i, a in enumerate(args)})
         n = len(args)
         # What the skip-pack test compares: an array's cached ABI tuple (never the array: a
@@ -401,9 +441,14 @@ class PreparedLauncher(KernelLauncher):
                   f"    except ValueError:\n        return False\n"
                   f"    if {' or '.join(f'type(a{i}) is not C{i}' for i in range(n))}:\n"
                   f"        return False\n") if n else "    if args:\n        return False\n"
+        call = _BINDING_LAUNCH if natives is None else _NATIVE_LAUNCH
         source = _TEMPLATE.format(
             name=name, signature=", ".join(map(str, observed)) or "no arguments",
-            mode="one parameter buffer" if markers is not None else "parameter pointers",
+            mode=("one parameter buffer" if markers is not None else "parameter pointers")
+            + ("" if natives is None else ", compiled launch call"),
+            launch=call.format(indent=" " * 8, native="native", params="params", extra="extra"),
+            launch2=call.format(indent=" " * 12, native="native2", params="params2",
+                                extra="extra2"),
             unpack=unpack, checks="".join(checks), packed=", ".join(values),
             same=" and ".join(f"{k} is last[{i}]" for i, k in enumerate(kept)) or "True",
             remember="".join(f"            last[{i}] = {k}\n" for i, k in enumerate(kept)))
@@ -411,6 +456,19 @@ class PreparedLauncher(KernelLauncher):
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(compile(source, filename, "exec"), namespace)
         return namespace["run"]
+
+    def _native_launches(self, function: Any, buffers: list[_ParamBuffer]
+                         ) -> tuple[Callable[..., int], Callable[..., int]] | None:
+        """The compiled launch call bound to ``function`` and each buffer, or None (the
+        binding's launch call then makes every launch)."""
+        bind = self._driver.bind_launch
+        if bind is None:
+            return None
+        try:
+            first, second = (bind(function, b.params, b.extra) for b in buffers)
+        except Exception:  # noqa: BLE001 - a function or buffer it cannot take: the binding's
+            return None
+        return first, second
 
     def _param_info(self, function: Any, sizes: list[int]) -> list[tuple[int, int]] | None:
         """The driver's ``(offset, size)`` of each parameter of ``function``, or None."""

@@ -1,0 +1,257 @@
+"""The runtime backend's hot calls through the compiled layer, over the fake binding of
+test_runtime_backends_offline and a fake runtime library of ctypes function pointers: success is
+answered from the compiled call, every other status takes the binding's call and raises the
+runtime's own error, and the switch turns the compiled calls off. Needs no GPU."""
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+import rocmstreams as rs
+from rocmstreams.backends import native
+from rocmstreams.backends.runtime import NativeStreamCalls, RuntimeStreamCalls
+from rocmstreams.core.config import Config
+from rocmstreams.errors import RocmStreamsError, SynchronizeError
+from test_runtime_backends_offline import (BAD_HANDLE, ILLEGAL_ADDRESS, NOT_READY, OK,
+                                           make_backend)
+
+needs_extension = pytest.mark.skipif(not native.built(), reason="the compiled layer is not "
+                                     "built here (pip install -e . with a C compiler)")
+INVALID_CONTEXT = 201  # CUDA's driver status for a thread with no current context
+
+StreamFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+PairFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+LaunchFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7,
+                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class FakeLibrary:
+    """A runtime library's four C calls: each records its arguments and returns the status
+    programmed for it in ``status`` (default 0)."""
+
+    def __init__(self) -> None:
+        self.status = {"query": OK, "sync": OK, "record": OK, "launch": OK}
+        self.calls: list[tuple[str, tuple]] = []
+        self._fns = {name: kind(self._recorder(name)) for name, kind in (
+            ("query", StreamFn), ("sync", StreamFn), ("record", PairFn),
+            ("launch", LaunchFn))}
+
+    def _recorder(self, name):
+        def call(*args):
+            self.calls.append((name, args))
+            return self.status[name]
+        return call
+
+    def points(self) -> native.EntryPoints:
+        query, sync, record, launch = (ctypes.cast(self._fns[n], ctypes.c_void_p).value
+                                       for n in ("query", "sync", "record", "launch"))
+        return native.EntryPoints(query, sync, record, launch, NOT_READY)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@pytest.fixture
+def native_backend():
+    """``(backend, binding, library)``: the fake runtime with the compiled calls over
+    ``library``; the switch is on and turned back on after the test."""
+    library = FakeLibrary()
+    be, binding = make_backend(native_entry_points=library.points)
+    native.set_enabled(True)
+    yield be, binding, library
+    native.set_enabled(True)
+
+
+def binding_names(binding) -> list[str]:
+    return [name for name, _ in binding.calls]
+
+
+# ---- answered by the compiled calls ------------------------------------------------------------
+@needs_extension
+def test_query_is_answered_by_the_compiled_call_true_or_false(native_backend):
+    be, binding, library = native_backend
+    calls = be.stream_calls(0x1000)
+    assert isinstance(calls, NativeStreamCalls) and be.native_calls
+    assert calls.query() is True
+    library.status["query"] = NOT_READY
+    assert calls.query() is False
+    assert library.calls == [("query", (0x1000,))] * 2 and binding.calls == []
+
+
+@needs_extension
+def test_the_legacy_stream_reaches_the_library_as_the_runtimes_legacy_handle(native_backend):
+    be, _, library = native_backend
+    be.stream_calls(0).synchronize()
+    assert library.calls == [("sync", (1,))]  # the fake's legacy_stream
+
+
+@needs_extension
+def test_event_record_passes_the_event_then_the_stream(native_backend):
+    be, binding, library = native_backend
+    be.stream_calls(0x1000).event_record(0x2000)
+    assert library.calls == [("record", (0x2000, 0x1000))] and binding.calls == []
+
+
+# ---- every other status: the binding's call, the runtime's error -------------------------------
+@needs_extension
+@pytest.mark.parametrize("status", [ILLEGAL_ADDRESS, INVALID_CONTEXT, -1])
+def test_a_failed_compiled_query_raises_the_bindings_error(native_backend, status):
+    be, binding, library = native_backend
+    library.status["query"] = status
+    binding.status["StreamQuery"] = ILLEGAL_ADDRESS
+    with pytest.raises(RocmStreamsError) as info:
+        be.stream_calls(0x1000).query()
+    assert (info.value.code, info.value.name) == (ILLEGAL_ADDRESS, "fakeErrorIllegalAddress")
+    assert binding_names(binding)[0] == "StreamQuery"
+
+
+@needs_extension
+def test_a_compiled_call_the_binding_then_makes_succeeds_answers_as_the_binding(native_backend):
+    """A thread with no current context (CUDA's driver says 201): the runtime's own call binds
+    the device's context and answers."""
+    be, binding, library = native_backend
+    library.status.update(query=INVALID_CONTEXT, sync=INVALID_CONTEXT, record=INVALID_CONTEXT)
+    calls = be.stream_calls(0x1000)
+    binding.status["StreamQuery"] = NOT_READY
+    assert calls.query() is False
+    calls.synchronize()
+    calls.event_record(0x2000)
+    assert binding_names(binding) == ["StreamQuery", "StreamSynchronize", "EventRecord"]
+
+
+@needs_extension
+def test_a_failed_compiled_synchronize_raises_synchronize_error_with_the_runtimes_name(
+        native_backend):
+    be, binding, library = native_backend
+    library.status["sync"] = ILLEGAL_ADDRESS
+    binding.status["StreamSynchronize"] = ILLEGAL_ADDRESS
+    with pytest.raises(SynchronizeError) as info:
+        be.stream_calls(0x1000).synchronize()
+    assert info.value.name == "fakeErrorIllegalAddress" and info.value.backend == "fake"
+
+
+@needs_extension
+def test_a_failed_compiled_record_raises_the_bindings_error(native_backend):
+    be, binding, library = native_backend
+    library.status["record"] = BAD_HANDLE
+    binding.status["EventRecord"] = BAD_HANDLE
+    with pytest.raises(RocmStreamsError, match="could not record event 0x2000") as info:
+        be.stream_calls(0x1000).event_record(0x2000)
+    assert info.value.name == "fakeErrorInvalidHandle"
+
+
+# ---- the switch, and no extension --------------------------------------------------------------
+@needs_extension
+def test_turned_off_the_calls_go_through_the_binding(native_backend):
+    be, binding, library = native_backend
+    calls = be.stream_calls(0x1000)
+    be.native_calls = False  # what rs.configure(native_calls=False) sets
+    assert be.native_calls is False
+    calls.query()
+    calls.synchronize()
+    calls.event_record(0x2000)
+    assert library.calls == []
+    assert binding_names(binding) == ["StreamQuery", "StreamSynchronize", "EventRecord"]
+    be.native_calls = True
+    calls.query()
+    assert library.names() == ["query"]
+
+
+@needs_extension
+def test_configure_native_calls_turns_the_selected_backends_calls_off_for_the_block(
+        native_backend, monkeypatch):
+    from rocmstreams import backends
+    be, binding, library = native_backend
+    monkeypatch.setattr(backends, "_active", be)  # as if the fake runtime had been selected
+    with rs.configure(native_calls=False):
+        assert rs.config().native_calls is False and be.native_calls is False
+        be.stream_calls(0x1000).query()
+    assert rs.config().native_calls is True and be.native_calls is True
+    be.stream_calls(0x1000).query()
+    assert binding_names(binding) == ["StreamQuery"] and library.names() == ["query"]
+
+
+def test_backend_info_says_whether_native_calls_are_in_use(backend):
+    expected = backend.name != "cpu" and native.built()
+    assert rs.backend().native_calls is expected
+    with rs.configure(native_calls=False):
+        assert rs.backend().native_calls is False
+
+
+def test_native_calls_refuses_a_non_bool():
+    with pytest.raises(TypeError, match="native_calls must be True or False"):
+        rs.configure(native_calls=1)
+
+
+@pytest.mark.parametrize("value, expected", [("0", False), ("off", False), ("1", True),
+                                             ("", True)])
+def test_the_environment_variable_sets_the_default(monkeypatch, value, expected):
+    monkeypatch.setenv("ROCMSTREAMS_NATIVE_CALLS", value)
+    assert Config().native_calls is expected
+
+
+def test_the_cpu_backend_never_reports_native_calls():
+    from rocmstreams.backends.cpu import CpuBackend
+    be = CpuBackend.__new__(CpuBackend)  # no worker threads: only the property is read
+    be.native_calls = True
+    assert be.native_calls is False
+
+
+def test_without_the_extension_the_backend_makes_the_bindings_calls(monkeypatch):
+    monkeypatch.setattr(native, "compiled", None)
+    library = FakeLibrary()
+    assert native.entry_points(lambda: ctypes.CDLL(None), ("abs",) * 4) is None
+    assert native.launch_binder(library.points()) is None
+    be, binding = make_backend(native_entry_points=lambda: native.entry_points(
+        lambda: ctypes.CDLL(None), ("abs",) * 4))
+    calls = be.stream_calls(0x1000)
+    assert type(calls) is RuntimeStreamCalls and be.native_calls is False
+    assert calls.query() is True and binding_names(binding) == ["StreamQuery"]
+
+
+@needs_extension
+def test_entry_points_are_none_where_the_library_lacks_one_or_does_not_load():
+    libc = ctypes.CDLL(None)
+    assert native.entry_points(lambda: libc, ("abs", "abs", "abs", "abs")) is not None
+    assert native.entry_points(lambda: libc, ("abs", "abs", "abs", "noSuchCall")) is None
+
+    def unloadable():
+        raise OSError("libnothing.so: cannot open shared object file")
+
+    assert native.entry_points(unloadable, ("abs",) * 4) is None
+
+
+def test_the_hip_on_cuda_shim_defines_every_call_the_compiled_layer_makes():
+    import re
+    from test_runtime_backends_offline import SHIM
+    from rocmstreams.backends.hip import NATIVE_SYMBOLS
+    defined = set(re.findall(r"HIP_API [^(]*?\b(hip\w+)\(", SHIM.read_text()))
+    assert len(NATIVE_SYMBOLS) == 4 and set(NATIVE_SYMBOLS) <= defined
+
+
+@needs_extension
+def test_any_failure_finding_the_library_leaves_the_bindings_calls():
+    def broken():
+        raise RuntimeError("the library lookup itself failed")
+
+    assert native.entry_points(broken, ("abs",) * 4) is None
+    be, binding = make_backend(native_entry_points=lambda: native.entry_points(broken,
+                                                                               ("abs",) * 4))
+    assert type(be.stream_calls(0x1000)) is RuntimeStreamCalls and be.native_calls is False
+
+
+@needs_extension
+def test_the_environment_variable_leaves_the_extension_out_of_the_process():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import rocmstreams as rs; from rocmstreams.backends import native; "
+            "rs.configure(native_calls=True); "
+            "print(native.built(), native.compiled is None, native.enabled())")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root),
+                               "ROCMSTREAMS_NATIVE_CALLS": "0"}, timeout=120)
+    assert done.stdout.split() == ["True", "True", "False"], done.stderr
