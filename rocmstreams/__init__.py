@@ -14,7 +14,8 @@ from .backends import BACKENDS
 from .core.config import Config, config, configure
 from .core.device import device_count, priority_range
 from .core.info import BackendInfo, DeviceInfo, backend
-from .errors import (BackendUnavailableError, CallbackError, CaptureError, EventError,
+from .errors import (BackendUnavailableError, CallbackError, CaptureError, DeviceMismatchError,
+                     EventError,
                      EventNotReadyError, EventNotRecordedError, EventTimingDisabledError,
                      GraphClosedError, InvalidDeviceError, OutOfMemoryError, RocmStreamsError,
                      StreamClosedError, StreamCreationError, SynchronizeError, WaitTimeoutError)
@@ -36,7 +37,8 @@ __all__ = [
     "Graph",
     "DeviceArray", "empty", "empty_like", "to_device", "pinned_empty", "device_view",
     "copy_async", "is_pinned", "memory_stats", "empty_cache", "prepare", "use_for_numba", "trace", "Trace", "TraceRecord",
-    "RocmStreamsError", "BackendUnavailableError", "InvalidDeviceError", "StreamCreationError",
+    "RocmStreamsError", "BackendUnavailableError", "InvalidDeviceError", "DeviceMismatchError",
+    "StreamCreationError",
     "StreamClosedError", "SynchronizeError", "OutOfMemoryError", "EventError",
     "EventTimingDisabledError", "EventNotRecordedError", "EventNotReadyError", "CallbackError",
     "CaptureError", "GraphClosedError", "WaitTimeoutError",

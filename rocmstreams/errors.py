@@ -9,6 +9,7 @@ __all__ = [
     "RocmStreamsError",
     "BackendUnavailableError",
     "InvalidDeviceError",
+    "DeviceMismatchError",
     "StreamCreationError",
     "StreamClosedError",
     "SynchronizeError",
@@ -74,6 +75,11 @@ class BackendUnavailableError(RocmStreamsError):
 
 class InvalidDeviceError(RocmStreamsError, ValueError):
     """A device ordinal that is not an int or names no device; raised before any runtime call."""
+
+
+class DeviceMismatchError(RocmStreamsError, ValueError):
+    """An object of one device used with a stream (or object) of another, where the runtime
+    cannot do that; raised before anything is queued, naming both devices."""
 
 
 class StreamCreationError(RocmStreamsError):

@@ -8,8 +8,8 @@ from .backends import active
 from .core import lifetime
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
-from .errors import EventNotReadyError, EventNotRecordedError, EventTimingDisabledError, \
-    StreamClosedError
+from .errors import DeviceMismatchError, EventNotReadyError, EventNotRecordedError, \
+    EventTimingDisabledError, StreamClosedError
 from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, \
     refuse_in_callback, wait_blocking
 
@@ -87,8 +87,8 @@ class Event:
         ------
         TypeError
             ``stream`` is not a RocmStream.
-        ValueError
-            ``stream`` belongs to another device than the event.
+        DeviceMismatchError
+            ``stream`` belongs to another device than the event (a ValueError).
         CaptureError
             ``stream`` is capturing a graph (events inside a capture are not supported).
         """
@@ -100,8 +100,11 @@ class Event:
             except AttributeError:
                 core = core_of(stream, "Event.record()")
         if core.device != self._device:
-            raise ValueError(f"this event belongs to device {self._device}; record it on a "
-                             f"stream of that device, not of device {core.device}")
+            raise DeviceMismatchError(
+                f"this event belongs to device {self._device} and the stream to device "
+                f"{core.device}: an event records only on a stream of its own device; make the "
+                f"event there (Event(device={core.device}) or stream.record()), or record on a "
+                f"stream of device {self._device}")
         handle = self._handle
         users = handle.users
         users.append(None)
@@ -118,10 +121,8 @@ class Event:
         return self
 
     def wait_on(self, core: StreamCore) -> None:
-        """Make ``core``'s later work wait for this event (``RocmStream.wait`` calls it)."""
-        if core.device != self._device:
-            raise ValueError(f"this event belongs to device {self._device}; a stream of device "
-                             f"{core.device} cannot wait for it here")
+        """Make ``core``'s later work wait for this event (``RocmStream.wait`` calls it); the
+        stream may belong to another device than the event (the runtimes allow it)."""
         event = self._handle.enter()
         try:
             core.submit(WAIT, type(core.calls).wait_event, event)

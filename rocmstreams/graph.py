@@ -9,7 +9,7 @@ from typing import Any, Callable
 from .backends import Backend, StreamCalls
 from .core import lifetime
 from .core.lifetime import Handle
-from .errors import CaptureError, GraphClosedError, RocmStreamsError
+from .errors import CaptureError, DeviceMismatchError, GraphClosedError, RocmStreamsError
 from .streamcore import GRAPH_LAUNCH, Capture, StreamCore, core_of
 
 __all__ = ["Graph", "CaptureBlock"]
@@ -173,8 +173,9 @@ class Graph:
         core = core_of(stream, "graph.launch()")
         handle = self._check_launchable()
         if core.device != self._device:
-            raise ValueError(f"this graph runs on device {self._device}; launch it on a stream "
-                             f"of that device, not of device {core.device}")
+            raise DeviceMismatchError(
+                f"this graph runs on device {self._device}; launch it on a stream of that device "
+                f"(rs.RocmStream(device={self._device})), not of device {core.device}")
         deliveries = self._deliveries
         graph_exec = handle.enter()
         try:

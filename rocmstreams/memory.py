@@ -20,7 +20,7 @@ from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype
 from .core.config import config
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
-from .errors import CaptureError, OutOfMemoryError, RocmStreamsError
+from .errors import CaptureError, DeviceMismatchError, OutOfMemoryError, RocmStreamsError
 from .streamcore import COPY, StreamCore, core_of, default_core
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ class DeviceBlock:
     """One stream-ordered device allocation and the streams it was used on.
 
     ``home`` is the stream it was allocated on, and freed on; ``others`` (a dict used as an
-    ordered set) the other streams work using it was queued on, each held open until the free
-    (:func:`note_use` adds them). ``ready`` is False while work on another stream may not yet
+    ordered set) the other streams work using it was queued on, as ``(handle, device)``, each
+    held open until the free (:func:`note_use` adds them; a peer copy's stream may be of
+    another device). ``ready`` is False while work on another stream may not yet
     touch it (see :func:`empty`). Freed once no array views it, through the release queue: the
     home stream waits for an event recorded on each other stream, then frees it (never a host
     wait).
@@ -56,7 +57,7 @@ class DeviceBlock:
     __slots__ = ("ptr", "nbytes", "device", "home", "others", "ready", "handle", "__weakref__")
 
     def __init__(self, ptr: int, nbytes: int, device: int, home: int, ready: bool,
-                 handle: Handle, others: dict[int, None]) -> None:
+                 handle: Handle, others: dict[tuple[int, int], None]) -> None:
         self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
         self.ready, self.handle, self.others = ready, handle, others
         lifetime.own(self, handle)
@@ -119,7 +120,7 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
         # is ready for every stream now (a query, never a wait; a capture refuses queries)
         ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
-    others: dict[int, None] = {}
+    others: dict[tuple[int, int], None] = {}
     return DeviceBlock(ptr, nbytes, device, home, ready,
                        Handle(ptr, _releaser(be, nbytes, device, home, others),
                               "device allocation"), others)
@@ -142,21 +143,25 @@ def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
 
 
 def _releaser(be: Backend, nbytes: int, device: int, home: int,
-              others: dict[int, None]) -> Callable[[int], None]:
+              others: dict[tuple[int, int], None]) -> Callable[[int], None]:
     def release(ptr: int) -> None:
-        # A block of the memory stream is freed on the last stream that used it, not on the
-        # memory stream: a free there would wait for that use, and every later allocation of
-        # the memory stream (and every stream using one) would wait behind it, chaining
-        # independent streams into one. The memory stream then only allocates, and stays idle.
+        with using_device(device):  # the home stream may be a default stream of ``device``
+            _release(ptr)
+
+    def _release(ptr: int) -> None:
+        # A block of the memory stream is freed on the last stream of its device that used it,
+        # not on the memory stream: a free there would wait for that use, and every later
+        # allocation of the memory stream (and every stream using one) would wait behind it,
+        # chaining independent streams into one. The memory stream then only allocates, and
+        # stays idle. (A stream of another device, a peer copy's, cannot free it.)
         target = home
         if others and home == be.memory_stream(device):
-            target = next(reversed(others))
-        rest = {s: None for s in others if s != target}
+            target = next((s for s, d in reversed(others) if d == device), home)
+        rest = {key: None for key in others if key != (target, device)}
         try:
             try:
                 if rest:
-                    with using_device(device):
-                        _after_other_streams(be, target, rest)
+                    _after_other_streams(be, target, rest)
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
                 # destroyed): fall back to the runtime's free, which waits for the device
@@ -175,19 +180,27 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
     return release
 
 
-def _after_other_streams(be: Backend, home: int, others: dict[int, None]) -> None:
-    """Make ``home`` wait (on the device) for the work queued so far on each of ``others``."""
-    event = be.event_create(False)
+def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], None]) -> None:
+    """Make ``home`` (its device current) wait, on the device, for the work queued so far on
+    each of ``others``; an event records only on a stream of its own device, so each device
+    of ``others`` gets its own."""
+    home_calls = be.stream_calls(home)
+    events: dict[int, int] = {}
     try:
-        home_calls = be.stream_calls(home)
-        for other in list(others):
+        for other, device in list(others):
             try:
-                be.stream_calls(other).event_record(event)
+                event = events.get(device)
+                with using_device(device):
+                    if event is None:
+                        event = events[device] = be.event_create(False)
+                    be.stream_calls(other).event_record(event)
                 home_calls.wait_event(event)  # waits for the record made just now
             finally:
                 be.stream_unhold(other)
     finally:
-        be.event_destroy(event)
+        for device, event in events.items():
+            with using_device(device):
+                be.event_destroy(event)
 
 
 def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
@@ -196,35 +209,46 @@ def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlo
     return _allocate(nbytes, device, core)
 
 
-def note_use(block: DeviceBlock | None, stream: int) -> None:
-    """Work using ``block`` is being queued on ``stream`` (a raw handle, not its home): from
-    inside the door of that stream (prepared launches, Numba's launch, copies). The first use
-    there holds the stream open until the free, and where the block is not yet ready for other
-    streams (see :func:`empty`) makes ``stream`` wait for its allocation."""
-    if block is None or stream in block.others or stream == block.home:
+def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) -> None:
+    """Work using ``block`` is being queued on ``stream`` (a raw handle, not its home) of
+    ``device`` (the block's when omitted; another for a peer copy): from inside the door of that
+    stream (prepared launches, Numba's launch, copies). The first use there holds the stream
+    open until the free, and where the block is not yet ready for other streams (see
+    :func:`empty`) makes ``stream`` wait for its allocation."""
+    if block is None:
+        return
+    if device is None or device == block.device:
+        if stream == block.home:
+            return
+        device = block.device
+    key = (stream, device)
+    if key in block.others:
         return
     be = active()
     with _uses:
-        if stream in block.others:
+        if key in block.others:
             return
-        block.others[stream] = None
+        block.others[key] = None
         be.stream_hold(stream)
     if not block.ready:
-        _wait_for_allocation(be, block, stream)
+        _wait_for_allocation(be, block, stream, device)
 
 
-def _wait_for_allocation(be: Backend, block: DeviceBlock, stream: int) -> None:
-    home = be.stream_calls(block.home)
-    # (inside an open capture no query: a capture in global mode refuses one on any stream)
-    if not lifetime.releases_blocked() and home.query():  # every earlier free there has run
-        block.ready = True
-        return
-    event = be.event_create(False)
-    try:
+def _wait_for_allocation(be: Backend, block: DeviceBlock, stream: int, device: int) -> None:
+    with using_device(block.device):
+        home = be.stream_calls(block.home)
+        # (inside an open capture no query: a capture in global mode refuses one on any stream)
+        if not lifetime.releases_blocked() and home.query():  # every earlier free there has run
+            block.ready = True
+            return
+        event = be.event_create(False)
         home.event_record(event)
-        be.stream_calls(stream).wait_event(event)
+    try:
+        with using_device(device):
+            be.stream_calls(stream).wait_event(event)
     finally:
-        be.event_destroy(event)
+        with using_device(block.device):
+            be.event_destroy(event)
 
 
 def block_of(array: Any) -> DeviceBlock | None:
@@ -246,8 +270,8 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     """Device memory rocmstreams holds on ``device`` (the current one when omitted).
 
     ``in_use_bytes`` and ``peak_bytes``: bytes in live arrays, now and at most;
-    ``reserved_bytes`` and ``reserved_peak_bytes``: bytes the pool holds from the device (in
-    arrays and cached for reuse); ``allocations`` and ``frees`` (counts);
+    ``reserved_bytes`` and ``reserved_peak_bytes``: bytes the pool of that device holds from it
+    (in arrays and cached for reuse; each device has its own pool); ``allocations`` and ``frees`` (counts);
     ``retries_after_release`` (allocations that first failed, then succeeded after releasing
     what was dropped and cached); ``pending_releases`` (dropped objects whose release waits for
     the next rocmstreams call).
@@ -364,7 +388,8 @@ class DeviceArray:
 
     def copy_to_host(self, out: np.ndarray | None = None, *,
                      stream: "RocmStream | None" = None) -> np.ndarray:
-        """Queue a copy into ``out`` (a new host array when omitted) on ``stream``; returns it.
+        """Queue a copy into ``out`` (a new host array when omitted) on ``stream`` (the legacy
+        default stream of the array's device when omitted); returns it.
 
         The host array holds the data once the stream has passed the copy.
         """
@@ -467,18 +492,23 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     return out
 
 
-def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-    """An uninitialised numpy array in page-locked host memory, mapped for the device.
+def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
+                 device: int | None = None) -> np.ndarray:
+    """An uninitialised numpy array in page-locked host memory, mapped for the devices.
 
-    Copies from and to it run asynchronously at full link speed; the memory is freed when the
-    last array viewing it is gone.
+    Copies from and to it run asynchronously at full link speed, on a stream of any device (the
+    memory is portable); ``device`` (the current one when omitted) is the one it is allocated
+    with, and the default device of :func:`device_view`. The memory is freed when the last
+    array viewing it is gone.
     """
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
+    ordinal = check_device(device)
     be = active()
     lifetime.drain()
-    ptr = be.host_malloc(nbytes)
-    block = _Block(ptr, nbytes, be.get_device(), Handle(ptr, be.host_free, "page-locked memory"))
+    with using_device(ordinal):
+        ptr = be.host_malloc(nbytes)
+    block = _Block(ptr, nbytes, ordinal, Handle(ptr, be.host_free, "page-locked memory"))
     raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
     raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
     # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
@@ -502,8 +532,9 @@ def is_pinned(ary: np.ndarray) -> bool:
     return _pinned_block(ary) is not None
 
 
-def device_view(ary: np.ndarray) -> DeviceArray:
-    """The device's view of a page-locked array from :func:`pinned_empty` (no copy).
+def device_view(ary: np.ndarray, *, device: int | None = None) -> DeviceArray:
+    """A device's view of a page-locked array from :func:`pinned_empty` (no copy); ``device``
+    is the one its kernels run on (the array's allocating device when omitted).
 
     Kernels reading it see host writes as they happen, e.g. a flag the host sets.
     """
@@ -512,7 +543,8 @@ def device_view(ary: np.ndarray) -> DeviceArray:
         raise ValueError("device_view needs an array from rocmstreams.pinned_empty")
     if not ary.flags.c_contiguous:
         raise ValueError("device_view needs a C-contiguous array")
-    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, block.device, ary)
+    ordinal = block.device if device is None else check_device(device)
+    return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, ordinal, ary)
 
 
 def _core(stream: "RocmStream | None") -> StreamCore:
@@ -522,11 +554,18 @@ def _core(stream: "RocmStream | None") -> StreamCore:
 
 
 def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> None:
-    """Queue a copy of ``src`` into ``dst`` on ``stream`` (legacy default stream when omitted).
+    """Queue a copy of ``src`` into ``dst`` on ``stream`` (when omitted, the legacy default
+    stream of the device endpoint's device, of the destination's in a copy between devices, else
+    of the current device).
 
     Host-to-device, device-to-host and device-to-device, decided by the endpoints' kinds. Both
     must be C-contiguous with the same shape and dtype; anything else is refused before
     anything is queued.
+
+    A device endpoint must be on the stream's device, except in a copy between two devices (a
+    peer copy: ``dst`` on one device, ``src`` on another, ``stream`` on either of them): that
+    goes directly over the link where the devices can reach each other (peer access is enabled
+    once per pair), else through page-locked host buffers, on ``stream`` either way.
 
     A host endpoint in page-locked memory (:func:`pinned_empty`) is copied asynchronously. One in
     pageable memory follows CUDA's rules for pageable copies: from it, the call returns once the
@@ -540,10 +579,47 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     ------
     ValueError, TypeError
         Endpoints that do not match or cannot be copied; nothing was queued.
+    DeviceMismatchError
+        A device endpoint on another device than the stream (outside a peer copy), or a peer
+        copy on a stream of neither device; nothing was queued.
     CaptureError
         A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
-    _copy(_core(stream), dst, src, stream)
+    if stream is None:
+        found = _device_of(dst)
+        found = _device_of(src) if found is None else found
+        core = default_core(active().get_device() if found is None else found)
+    else:
+        core = _core(stream)
+    _copy(core, dst, src, stream)
+
+
+def _device_of(array: Any) -> int | None:
+    """The device of a rocmstreams array in device memory (None: host memory, or an array
+    whose device rocmstreams does not know)."""
+    if type(array) is DeviceArray and array.__rocmstreams_block__ is not None:
+        return array.device
+    return None
+
+
+def _peer(core: StreamCore, dst: Any, src: Any) -> tuple[int, int] | None:
+    """``(dst_device, src_device)`` for a copy between two devices, None for one on the
+    stream's device; DeviceMismatchError for endpoints the stream cannot reach."""
+    dd, sd = _device_of(dst), _device_of(src)
+    if dd is not None and sd is not None and dd != sd:
+        if core.device not in (dd, sd):
+            raise DeviceMismatchError(
+                f"a copy from device {sd} to device {dd} was queued on a stream of device "
+                f"{core.device}; queue it on a stream of device {sd} or {dd} "
+                f"(rs.RocmStream(device={dd}))")
+        return dd, sd
+    for side, found in (("destination", dd), ("source", sd)):
+        if found is not None and found != core.device:
+            raise DeviceMismatchError(
+                f"the {side} is on device {found} but the stream is on device {core.device}; "
+                f"queue the copy on a stream of device {found} (rs.RocmStream(device={found})), "
+                f"or copy the array to device {core.device} first")
+    return None
 
 
 def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
@@ -560,6 +636,7 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
                          "first (np.ascontiguousarray or .copy())")
     if d.kind == "host" and d.readonly:
         raise ValueError("the destination host array is read-only")
+    peer = _peer(core, dst, src)
     host = dst if d.kind == "host" else src if s.kind == "host" else None
     pageable = host is not None and _pinned_block(host) is None
     if pageable and core.capture is not None:
@@ -577,7 +654,31 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
         # queued before it; wait for that here, interruptibly, and the runtime's copy (which
         # blocks without answering a signal) has only the copy itself left to do.
         core.synchronize()
+    if peer is not None:
+        core.submit(COPY, _queue_peer_copy, dst, src, d, s, peer, core)
+        return
     core.submit(COPY, _queue_copy, dst, src, d, s, pageable, core)
+
+
+def _queue_peer_copy(calls: Any, dst: DeviceArray, src: DeviceArray, d: ArrayInfo,
+                     s: ArrayInfo, devices: tuple[int, int], core: StreamCore) -> None:
+    """Inside the door: a copy between two devices, over the link where the stream's device
+    reaches the other one, else staged through page-locked buffers of the stream's device."""
+    dst_device, src_device = devices
+    note_use(dst.__rocmstreams_block__, calls.handle, core.device)
+    note_use(src.__rocmstreams_block__, calls.handle, core.device)
+    be = core.backend
+    other = src_device if core.device == dst_device else dst_device
+    if be.peer_access(core.device, other):
+        calls.memcpy_peer_async(d.address, dst_device, s.address, src_device, d.nbytes)
+    elif core.capture is not None:
+        raise CaptureError(
+            f"devices {src_device} and {dst_device} cannot reach each other, so a copy between "
+            "them goes through host buffers the host reuses, which a graph cannot record; copy "
+            "between them before `with stream.capture()` or after it")
+    else:
+        staging.copy_between_devices(be, calls, core.device, d.address, s.address, d.nbytes,
+                                     config())
 
 
 def _queue_copy(calls: Any, dst: Any, src: Any, d: ArrayInfo, s: ArrayInfo, pageable: bool,

@@ -42,7 +42,8 @@ from .core.config import Config
 from .core.device import using_device
 from .core.lifetime import Handle
 
-__all__ = ["copy_to_device", "copy_to_host", "free_buffers", "host_copy"]
+__all__ = ["copy_to_device", "copy_to_host", "copy_between_devices", "free_buffers",
+           "host_copy"]
 
 _SLICE_ALIGN = 64  # slices start on cache lines
 
@@ -218,6 +219,26 @@ def copy_to_device(be: Backend, calls: StreamCalls, device: int, dst: int, src: 
             buf = buffers[i % len(buffers)]
             buf.wait()
             host_copy(buf.view[:n], flat[lo:lo + n], cfg)
+            calls.memcpy_async(dst + lo, buf.ptr, n)
+            buf.mark(calls)
+    finally:
+        pool.give(buffers)
+
+
+def copy_between_devices(be: Backend, calls: StreamCalls, device: int, dst: int, src: int,
+                         nbytes: int, cfg: Config) -> None:
+    """Queue a copy of ``nbytes`` between device addresses of two devices that cannot reach
+    each other, on the stream of ``calls`` (of ``device``): each chunk goes into a page-locked
+    buffer of ``device`` and on from it, both copies on the stream, so the host never waits
+    for the data; a buffer is reused once an event behind its last copy has passed."""
+    pieces = _chunks(nbytes, cfg.staging_chunk_bytes)
+    pool = _pool(be, device)
+    buffers = pool.take(min(cfg.staging_buffers, len(pieces)), cfg.staging_chunk_bytes)
+    try:
+        for i, (lo, n) in enumerate(pieces):
+            buf = buffers[i % len(buffers)]
+            buf.wait()
+            calls.memcpy_async(buf.ptr, src + lo, n)
             calls.memcpy_async(dst + lo, buf.ptr, n)
             buf.mark(calls)
     finally:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
 from .core import lifetime
+from .core.device import using_device
 from .core.lifetime import Handle
 from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
 
@@ -207,6 +208,9 @@ class StreamCore(Handle):
         self.backend = backend
         self.device = device
         self.calls: StreamCalls = backend.stream_calls(handle)
+        if handle in (LEGACY_STREAM, PER_THREAD_STREAM) and backend.get_device_count() > 1:
+            # handles 0 and 2 name the default streams of whichever device is current
+            self.calls = OnDevice(self.calls, device)
         self.owned = owned
         self.owner = owner
         self.capture: Capture | None = None
@@ -406,6 +410,54 @@ class StreamCore(Handle):
                                "`with stream.capture()` block first")
         self.owner = None
         Handle.close(self)
+
+
+class OnDevice:
+    """The calls of a default stream of one device: each made with that device current (the
+    runtime reads handles 0 and 2 as the current device's default streams)."""
+
+    __slots__ = ("handle", "device", "_calls")
+
+    def __init__(self, calls: StreamCalls, device: int) -> None:
+        self.handle, self.device, self._calls = calls.handle, device, calls
+
+    def _on(self, name: str, *args: Any) -> Any:
+        with using_device(self.device):
+            return getattr(self._calls, name)(*args)
+
+    def query(self) -> bool:
+        return cast(bool, self._on("query"))
+
+    def synchronize(self) -> None:
+        self._on("synchronize")
+
+    def event_record(self, event: int) -> None:
+        self._on("event_record", event)
+
+    def wait_event(self, event: int) -> None:
+        self._on("wait_event", event)
+
+    def memcpy_async(self, dst: int, src: int, nbytes: int) -> None:
+        self._on("memcpy_async", dst, src, nbytes)
+
+    def memcpy_peer_async(self, dst: int, dst_device: int, src: int, src_device: int,
+                          nbytes: int) -> None:
+        self._on("memcpy_peer_async", dst, dst_device, src, src_device, nbytes)
+
+    def launch_host_func(self, fn: Callable[[], None]) -> None:
+        self._on("launch_host_func", fn)
+
+    def launch_kernel(self, dispatcher: Any, config: tuple, args: Any, arrays: Any) -> None:
+        self._on("launch_kernel", dispatcher, config, args, arrays)
+
+    def begin_capture(self) -> None:
+        self._on("begin_capture")
+
+    def end_capture(self) -> int:
+        return cast(int, self._on("end_capture"))
+
+    def graph_launch(self, graph_exec: int) -> None:
+        self._on("graph_launch", graph_exec)
 
 
 def _capturing(what: str) -> CaptureError:

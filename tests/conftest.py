@@ -141,3 +141,16 @@ def stamps(kernels, stream):
 
 
 needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.multi_gpu`` tests need two real GPUs: skipped on the cpu backend (whose
+    simulated devices the other multi-device tests use) and where fewer GPUs exist."""
+    be = rs.backend()
+    if be.name != "cpu" and len(be.devices) >= 2:
+        return
+    why = pytest.mark.skip(reason=f"needs two GPUs; the {be.name} backend has "
+                                  f"{len(be.devices) if be.name != 'cpu' else 0}")
+    for item in items:
+        if "multi_gpu" in item.keywords:
+            item.add_marker(why)

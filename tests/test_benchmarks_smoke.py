@@ -88,3 +88,16 @@ def test_hot_calls_offline_smoke_times_the_binding_and_the_compiled_paths(tmp_pa
     else:
         assert any(r["path"] == "compiled" and "missing" in r for r in report["rows"])
     assert all(r["ns"] > 0 for r in report["rows"] if "ns" in r) and "ns per call" in stdout
+
+
+def test_peer_copies_smoke_checks_every_copy_and_names_what_is_missing(backend, tmp_path):
+    report, stdout = _run("peer_copies.py", tmp_path)
+    assert report["benchmark"] == "peer_copies" and report["ok"]
+    libraries = {r["library"] for r in report["rows"]}
+    assert libraries == {"rocmstreams", "cudaMemcpyPeerAsync"}  # measured, or why not
+    for r in report["rows"]:
+        assert "missing" in r or (r["verified"] is True and r["gbps"] > 0), r
+    if backend.name == "cpu":  # two simulated devices: our rows run, the raw one cannot
+        ours = [r for r in report["rows"] if r["library"] == "rocmstreams"]
+        assert len(ours) == 4 and all("missing" not in r for r in ours)
+    assert "GB/s" in stdout

@@ -32,6 +32,7 @@ CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 # HIP's numbers, as the fake runtime below reports them
 OK, OOM, BAD_DEVICE, BAD_HANDLE, NOT_READY, ILLEGAL_ADDRESS, CAPTURE_UNSUPPORTED = (
     0, 2, 101, 400, 600, 700, 900)
+PEER_ALREADY_ENABLED = 704
 NAMES = {OK: "fakeSuccess", OOM: "fakeErrorOutOfMemory", BAD_DEVICE: "fakeErrorInvalidDevice",
          BAD_HANDLE: "fakeErrorInvalidHandle", NOT_READY: "fakeErrorNotReady",
          ILLEGAL_ADDRESS: "fakeErrorIllegalAddress",
@@ -87,6 +88,8 @@ class FakeBinding:
                 return (status, 0, -5)
             if name in ("GetDeviceCount", "GetDevice", "RuntimeGetVersion", "DriverGetVersion"):
                 return (status, 60443484)
+            if name == "DeviceCanAccessPeer":
+                return (status, self.status.get("can_access_peer", 1))
             if name == "DeviceGetAttribute":
                 return (status, self.status.get("pools_supported", 1))
             if name == "MemPoolGetAttribute":
@@ -119,7 +122,7 @@ def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool =
         if pools else None,
         pool_set_attribute=(lambda call, pool, name, value: call("MemPoolSetAttribute", pool,
                                                                  name, value))
-        if pools else None)
+        if pools else None, peer_already_enabled=PEER_ALREADY_ENABLED)
     return RuntimeBackend(adapter), binding
 
 
@@ -451,7 +454,8 @@ def test_shim_maps_every_code_the_backend_relies_on():
     relied_on = ({0, adapter.not_ready, adapter.out_of_memory, adapter.invalid_device,
                   int(hip.hipError_t.hipErrorUnknown), int(hip.hipError_t.hipErrorNoDevice),
                   int(hip.hipError_t.hipErrorInsufficientDriver),
-                  int(hip.hipError_t.hipErrorInvalidHandle)} | adapter.capture_codes)
+                  int(hip.hipError_t.hipErrorInvalidHandle), adapter.peer_already_enabled}
+                 | adapter.capture_codes)
     assert relied_on <= mapped, sorted(relied_on - mapped)
 
 
@@ -651,3 +655,49 @@ def test_the_memory_stream_is_made_once_and_not_counted_as_live():
     assert be.memory_stream(0) == first
     assert len(_calls(binding, "StreamCreateWithPriority")) == 1
     assert be.live_handles()["streams"] == 0
+
+
+# ---- peers -------------------------------------------------------------------------------------
+def _peer_calls(binding):
+    return [(n, a) for n, a in binding.calls if n in ("DeviceCanAccessPeer",
+                                                      "DeviceEnablePeerAccess", "SetDevice")]
+
+
+def test_peer_access_is_asked_and_enabled_once_per_pair_from_its_device():
+    be, binding = make_backend()
+    assert all(be.peer_access(1, 0) for _ in range(3))
+    assert _peer_calls(binding) == [("DeviceCanAccessPeer", (1, 0)), ("SetDevice", (1,)),
+                                    ("DeviceEnablePeerAccess", (0, 0)), ("SetDevice", (60443484,))]
+
+
+def test_peer_access_of_a_device_with_itself_asks_nothing():
+    be, binding = make_backend()
+    assert be.peer_access(1, 1) is True
+    assert _peer_calls(binding) == []
+
+
+def test_a_pair_that_cannot_reach_each_other_is_not_enabled():
+    be, binding = make_backend()
+    binding.status["can_access_peer"] = 0
+    assert be.peer_access(0, 1) is False
+    assert [n for n, _ in _peer_calls(binding)] == ["DeviceCanAccessPeer"]
+
+
+def test_a_pair_another_library_enabled_counts_as_enabled():
+    be, binding = make_backend()
+    binding.status["DeviceEnablePeerAccess"] = PEER_ALREADY_ENABLED
+    assert be.peer_access(0, 1) is True
+
+
+def test_a_failed_peer_enable_raises_naming_both_devices():
+    be, binding = make_backend()
+    binding.status["DeviceEnablePeerAccess"] = BAD_DEVICE
+    with pytest.raises(InvalidDeviceError, match="device 0 to device 1"):
+        be.peer_access(0, 1)
+
+
+def test_a_peer_copy_reaches_the_binding_with_both_devices_and_the_stream():
+    be, binding = make_backend()
+    stream = be.stream_create(True, 0, 0)
+    be.stream_calls(stream).memcpy_peer_async(0x10, 1, 0x20, 0, 64)
+    assert dict(binding.calls)["MemcpyPeerAsync"] == (0x10, 1, 0x20, 0, 64, stream)

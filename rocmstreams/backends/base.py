@@ -36,6 +36,9 @@ class StreamCalls(Protocol):
     def wait_event(self, event: int) -> None: ...
     def memcpy_async(self, dst: int, src: int, nbytes: int) -> None:
         """Copy in the direction the unified address space implies (``*MemcpyDefault``)."""
+    def memcpy_peer_async(self, dst: int, dst_device: int, src: int, src_device: int,
+                          nbytes: int) -> None:
+        """Copy between the memory of two devices (``*MemcpyPeerAsync``)."""
     def launch_host_func(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` after all earlier work; later work waits for it. ``fn`` never raises."""
     def launch_kernel(self, dispatcher: Any, config: tuple, args: Sequence[Any],
@@ -118,6 +121,10 @@ class Backend(Protocol):
     def device_name(self, ordinal: int) -> str: ...
     def device_get_stream_priority_range(self) -> tuple[int, int]:
         """(least, greatest) priority of the current device; greatest is numerically lower."""
+    def peer_access(self, device: int, peer: int) -> bool:
+        """Whether ``device`` reaches the memory of ``peer`` directly: asks the runtime once per
+        pair (``*DeviceCanAccessPeer``) and, where it can, enables the access from ``device``
+        (``*DeviceEnablePeerAccess``, once per pair); True for ``device == peer``."""
     def versions(self) -> dict[str, str]: ...
 
     # streams

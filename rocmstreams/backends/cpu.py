@@ -10,6 +10,15 @@ The simulator runs one kernel at a time (it keeps one process-wide kernel contex
 from all streams share one execution engine, like a GPU with a single kernel slot; copies and host
 functions run concurrently on their streams' threads.
 
+Several devices: ``simulate_devices(n)`` (the configuration's ``cpu_devices``, also
+``ROCMSTREAMS_CPU_DEVICES``) makes the backend report ``n`` devices. Each has its own legacy
+default stream, per-thread default streams, memory stream and memory pool; the current device
+is the calling thread's, as in CUDA. The runtime's device rules are kept, so that the device
+logic above is checked without GPUs: an event records only on a stream of its device; memory is
+allocated on a stream of its device; a kernel or copy touching another device's memory on a
+stream is refused (copies between devices go through ``memcpy_peer_async``); a stream waits for
+an event of any device.
+
 Graph capture: while a stream captures, the operations submitted for it are appended to the
 capture's node list instead of being queued. A graph is that list; launching its executable
 submits the nodes, in order, onto the target stream like any other work there, behind the
@@ -65,8 +74,9 @@ class _Op:
 class _Worker:
     """One stream: a thread running queued operations in order, and its progress counters."""
 
-    def __init__(self, name: str, blocking: bool) -> None:
+    def __init__(self, name: str, blocking: bool, device: int = 0) -> None:
         self.blocking = blocking
+        self.device = device
         self.enqueued = 0
         self.completed = 0
         self.error: BaseException | None = None
@@ -128,6 +138,7 @@ class _Record:
 @dataclass
 class _Event:
     timing: bool
+    device: int = 0
     record: _Record | None = None
 
 
@@ -178,23 +189,31 @@ class CpuBackend:
         self._events: dict[int, _Event] = {}
         self._memory: dict[int, np.ndarray] = {}
         self._starts: list[int] = []
-        self._legacy = _Worker("rocmstreams-cpu-legacy", blocking=True)
+        self._count = 1  # simulated devices (simulate_devices)
+        self._legacies: dict[int, _Worker] = {0: _Worker("rocmstreams-cpu-legacy", True)}
         self._per_thread = threading.local()
         self._blocking: list[_Worker] = []  # every blocking stream, per-thread defaults included
-        self._device = 0
+        self._current = threading.local()  # the calling thread's current device (.device)
+        self._owners: dict[int, int] = {}  # device allocation -> its device
+        self._peers: set[tuple[int, int]] = set()  # (device, peer) pairs with access enabled
+        #: Whether simulated devices can reach each other's memory (tests turn it off to take
+        #: the host-staged path of copies between devices).
+        self.peer_capable = True
         self._captures: dict[_Worker, _Capture] = {}
         self._graphs: dict[int, list[Callable[[], None]]] = {}
         self._execs: dict[int, _Exec] = {}
         # per-thread default streams of threads that ended (appended by a finalizer: no lock)
         self._ended: list[_Worker] = []
         self._inherited: set[int] = set()  # handles of a parent process, after a fork
-        self._memory_handle = self._start_memory_stream()
+        self._memory_handles: dict[int, int] = {}
+        self._start_memory_stream(0)
         # stream-ordered memory: freed buffers by rounded size, put back by the freeing stream's
         # worker once the stream passed the free (so they are free for any stream), the bytes
-        # the pool holds [reserved, peak], and holds on streams a queued free still needs
-        self._cached: dict[int, list[np.ndarray]] = {}
-        self._ordered: dict[tuple[int, int], list[np.ndarray]] = {}  # freed, not yet run
-        self._pool_bytes = [0, 0]
+        # each device's pool holds [reserved, peak], and holds on streams a queued free still
+        # needs; keyed by (device, size), and by (freeing stream's worker, size)
+        self._cached: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._ordered: dict[tuple[_Worker, int], list[np.ndarray]] = {}  # freed, not yet run
+        self._pool_bytes: dict[int, list[int]] = {}
         self._holds: dict[int, int] = {}
         self._doomed: set[int] = set()
         self.release_threshold = (1 << 64) - 1
@@ -207,21 +226,28 @@ class CpuBackend:
         self._inherited = self._inherited | set(self._streams) | set(self._events)
         self._streams, self._events, self._captures = {}, {}, {}
         self._graphs, self._execs = {}, {}
-        self._legacy = _Worker("rocmstreams-cpu-legacy", blocking=True)
+        self._legacies = {0: _Worker("rocmstreams-cpu-legacy", True)}
         self._per_thread = threading.local()
+        self._current = threading.local()
         self._blocking, self._ended = [], []
-        self._memory_handle = self._start_memory_stream()
+        self._memory_handles = {}
+        self._start_memory_stream(0)
         self._holds, self._doomed = {}, set()
 
-    def _start_memory_stream(self) -> int:
-        """The stream for memory allocated without one, started with the backend (so that
-        its thread is there before any test counts threads)."""
-        handle = next(self._ids)
-        self._streams[handle] = _Worker(f"rocmstreams-cpu-memory-{handle:#x}", blocking=False)
-        return handle
+    def _start_memory_stream(self, device: int) -> int:
+        """The stream of ``device`` for memory allocated without one; device 0's is started
+        with the backend (so that its thread is there before any test counts threads)."""
+        with self._lock:
+            handle = self._memory_handles.get(device)
+            if handle is None:
+                handle = next(self._ids)
+                self._streams[handle] = _Worker(f"rocmstreams-cpu-memory-{handle:#x}", False,
+                                                device)
+                self._memory_handles[device] = handle
+            return handle
 
     def memory_stream(self, device: int) -> int:
-        return self._memory_handle
+        return self._memory_handles.get(device) or self._start_memory_stream(device)
 
     def error(self, code: int, what: str, *, name: str | None = None,
               message: str | None = None,
@@ -229,15 +255,30 @@ class CpuBackend:
         return _fail(error_class, what, code, message or "")
 
     # devices -------------------------------------------------------------------------------
+    def simulate_devices(self, count: int) -> None:
+        """Report ``count`` devices from now on (the configuration's ``cpu_devices``)."""
+        self._count = count
+
     def get_device_count(self) -> int:
-        return 1
+        return self._count
 
     def get_device(self) -> int:
-        return self._device
+        return getattr(self._current, "device", 0)
 
     def set_device(self, ordinal: int) -> None:
-        if ordinal != 0:
+        if not 0 <= ordinal < self._count:
             raise _fail(InvalidDeviceError, f"device {ordinal} does not exist", _INVALID_DEVICE)
+        self._current.device = ordinal
+
+    def _legacy_of(self, device: int) -> _Worker:
+        worker = self._legacies.get(device)
+        if worker is None:
+            with self._lock:
+                worker = self._legacies.get(device)
+                if worker is None:
+                    worker = self._legacies[device] = _Worker(
+                        f"rocmstreams-cpu-legacy-{device}", True, device)
+        return worker
 
     def device_name(self, ordinal: int) -> str:
         return f"CPU ({platform.processor() or platform.machine()}, Numba CUDA simulator)"
@@ -253,15 +294,19 @@ class CpuBackend:
     # streams -------------------------------------------------------------------------------
     def _worker(self, stream: int) -> _Worker:
         if stream == LEGACY_STREAM:
-            return self._legacy
+            return self._legacy_of(self.get_device())
         if stream == PER_THREAD_STREAM:
-            worker = getattr(self._per_thread, "worker", None)
-            if worker is None:
-                worker = _Worker(f"rocmstreams-cpu-per-thread-{threading.get_ident()}", True)
-                self._per_thread.worker = worker
+            device = self.get_device()
+            workers = getattr(self._per_thread, "workers", None)
+            if workers is None:
+                workers = self._per_thread.workers = {}
                 # the thread-local dict, and so this marker, goes when the thread ends
                 self._per_thread.marker = marker = _ThreadMarker()
-                weakref.finalize(marker, self._ended.append, worker)
+                weakref.finalize(marker, self._ended.extend, workers.values())
+            worker = workers.get(device)
+            if worker is None:
+                worker = workers[device] = _Worker(
+                    f"rocmstreams-cpu-per-thread-{threading.get_ident()}-{device}", True, device)
                 with self._lock:
                     self._blocking.append(worker)
             return worker
@@ -304,19 +349,22 @@ class CpuBackend:
                     capture.nodes.append(fn)
                     return 0
             deps = list(after)
-            if worker is self._legacy:
+            legacy = self._legacy_of(worker.device)
+            if worker is legacy:
                 if self._ended or len(self._blocking) > 8:
                     self._reap_ended()
                 deps += [(w, w.enqueued) for w in self._blocking
-                         if w is not worker and w.completed < w.enqueued]
+                         if w is not worker and w.device == worker.device and
+                         w.completed < w.enqueued]
             elif worker.blocking:
-                deps.append((self._legacy, self._legacy.enqueued))
+                deps.append((legacy, legacy.enqueued))
             return worker.submit(_Op(fn, deps))
 
     def stream_create(self, non_blocking: bool, priority: int, device: int | None = None) -> int:
         with self._lock:
             handle = next(self._ids)
-            worker = _Worker(f"rocmstreams-cpu-stream-{handle:#x}", blocking=not non_blocking)
+            worker = _Worker(f"rocmstreams-cpu-stream-{handle:#x}", not non_blocking,
+                             self.get_device() if device is None else device)
             self._streams[handle] = worker
             if worker.blocking:
                 self._blocking.append(worker)
@@ -382,9 +430,11 @@ class CpuBackend:
     def _waits_for_nothing_else(self, worker: _Worker) -> bool:
         """Whether the legacy default stream's rules add no wait to an operation queued on
         ``worker`` now (under the backend lock)."""
-        if worker is self._legacy:
-            return not any(w.completed < w.enqueued for w in self._blocking)
-        return not worker.blocking or self._legacy.completed == self._legacy.enqueued
+        legacy = self._legacy_of(worker.device)
+        if worker is legacy:
+            return not any(w.completed < w.enqueued and w.device == worker.device
+                           for w in self._blocking)
+        return not worker.blocking or legacy.completed == legacy.enqueued
 
     def _stream_wait_event(self, stream: int, event: int) -> None:
         record = self._event(event).record
@@ -408,17 +458,21 @@ class CpuBackend:
     def event_create(self, timing: bool) -> int:
         with self._lock:
             handle = next(self._ids)
-            self._events[handle] = _Event(timing)
+            self._events[handle] = _Event(timing, self.get_device())
             return handle
 
     def _event_record(self, event: int, stream: int) -> None:
         ev = self._event(event)
         with self._lock:
             worker = self._worker(stream)
+            if worker.device != ev.device:  # as cudaEventRecord refuses it
+                raise _fail(RocmStreamsError, f"event {event:#x} of device {ev.device} cannot "
+                            f"be recorded on stream {stream:#x} of device {worker.device}",
+                            _INVALID_HANDLE)
             if worker in self._captures:
                 raise _fail(CaptureError, f"stream {stream:#x} is capturing a graph: the cpu "
                             "backend cannot record events in a capture", _CAPTURE_UNSUPPORTED)
-            if worker is self._legacy and (self._ended or len(self._blocking) > 8):
+            if worker is self._legacies.get(worker.device) and (self._ended or len(self._blocking) > 8):
                 self._reap_ended()  # as a legacy submit does
             if self._idle(worker):
                 # nothing it would wait for: the event is complete at once, as a GPU's would be
@@ -458,7 +512,7 @@ class CpuBackend:
     # Device and page-locked memory are both host buffers here; a queued operation holds the
     # buffers it touches, so a free never pulls memory from under queued work. Pageable memory
     # follows CUDA's rules: a copy from it is staged at once, a copy into it returns when done.
-    def _allocate(self, nbytes: int) -> int:
+    def _allocate(self, nbytes: int, device: int | None = None) -> int:
         try:
             buf = np.empty(max(nbytes, 1) + 256, np.uint8)
         except (MemoryError, ValueError) as exc:
@@ -469,6 +523,8 @@ class CpuBackend:
         with self._lock:
             self._memory[ptr] = buf
             bisect.insort(self._starts, ptr)
+            if device is not None:
+                self._owners[ptr] = device
         return ptr
 
     def _release(self, ptr: int) -> None:
@@ -476,8 +532,12 @@ class CpuBackend:
             if self._memory.pop(ptr, None) is None:
                 raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
             del self._starts[bisect.bisect_left(self._starts, ptr)]
+            self._owners.pop(ptr, None)
 
-    malloc = host_malloc = _allocate
+    def malloc(self, nbytes: int) -> int:
+        return self._allocate(nbytes, self.get_device())
+
+    host_malloc = _allocate
     free = host_free = _release
 
     # stream-ordered memory: the same rules as the GPU runtimes' pools, over host buffers. A
@@ -488,22 +548,31 @@ class CpuBackend:
         size = -(-max(nbytes, 1) // 512) * 512
         buf = None
         with self._lock:
-            self._worker(stream)  # a bad stream is refused before anything is allocated
-            for found in (self._ordered.get((stream, size)), self._cached.get(size)):
+            worker = self._worker(stream)  # a bad stream is refused before anything is allocated
+            self._same_device(worker, stream, device, "allocate memory of")
+            for found in (self._ordered.get((worker, size)), self._cached.get((device, size))):
                 if found:
                     buf = found.pop()
                     break
         if buf is None:
-            ptr = self._allocate(size)
+            ptr = self._allocate(size, device)
             with self._lock:
-                self._pool_bytes[0] += size
-                self._pool_bytes[1] = max(self._pool_bytes)
+                usage = self._pool_bytes.setdefault(device, [0, 0])
+                usage[0] += size
+                usage[1] = max(usage)
             return ptr
         ptr = (buf.ctypes.data + 255) & ~255
         with self._lock:
             self._memory[ptr] = buf
             bisect.insort(self._starts, ptr)
+            self._owners[ptr] = device
         return ptr
+
+    @staticmethod
+    def _same_device(worker: _Worker, stream: int, device: int, what: str) -> None:
+        if worker.device != device:
+            raise _fail(RocmStreamsError, f"cannot {what} device {device} on stream "
+                        f"{stream:#x} of device {worker.device}", _INVALID_HANDLE)
 
     def free_async(self, ptr: int, nbytes: int, stream: int, device: int) -> None:
         with self._lock:
@@ -512,7 +581,10 @@ class CpuBackend:
                 raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
             self._release(ptr)
         size = -(-max(nbytes, 1) // 512) * 512
-        cached, ordered, key = self._cached, self._ordered, (stream, size)
+        with self._lock:
+            worker = self._worker(stream)
+        self._same_device(worker, stream, device, "free memory of")
+        cached, ordered, key = self._cached, self._ordered, (worker, size)
 
         def give_back() -> None:
             with self._lock:
@@ -520,13 +592,12 @@ class CpuBackend:
                 for i, b in enumerate(waiting):
                     if b is buf:  # not taken by an allocation on the stream meanwhile
                         del waiting[i]
-                        cached.setdefault(size, []).append(buf)
+                        cached.setdefault((device, size), []).append(buf)
                         return
 
         with self._lock:
-            worker = self._worker(stream)
             if self._idle(worker):
-                cached.setdefault(size, []).append(buf)  # the stream ran everything: free now
+                cached.setdefault((device, size), []).append(buf)  # the stream ran everything: free now
                 return
             # until the stream runs the free, only allocations on that stream may take it (their
             # work comes after the free in the stream's order), as the GPU pools do
@@ -535,18 +606,19 @@ class CpuBackend:
 
     def pool_trim(self, device: int) -> None:
         with self._lock:
-            for size, bufs in list(self._cached.items()):
-                while bufs:
+            usage = self._pool_bytes.setdefault(device, [0, 0])
+            for (owner, size), bufs in list(self._cached.items()):
+                while owner == device and bufs:
                     try:
                         bufs.pop()
                     except IndexError:
                         break
-                    self._pool_bytes[0] -= size
+                    usage[0] -= size
 
     def pool_usage(self, device: int) -> dict[str, int]:
         with self._lock:
-            return {"reserved_bytes": self._pool_bytes[0],
-                    "reserved_peak_bytes": self._pool_bytes[1]}
+            reserved, peak = self._pool_bytes.get(device, [0, 0])
+            return {"reserved_bytes": reserved, "reserved_peak_bytes": peak}
 
     def set_release_threshold(self, nbytes: int) -> None:
         self.release_threshold = nbytes
@@ -575,16 +647,78 @@ class CpuBackend:
 
     def _buffer_at(self, addr: int) -> np.ndarray | None:
         """The allocation holding ``addr``, or None for pageable host memory."""
+        return self._allocation_at(addr)[0]
+
+    def _allocation_at(self, addr: int) -> tuple[np.ndarray | None, int | None]:
+        """The allocation holding ``addr`` and its device (None: host memory)."""
         with self._lock:
             i = bisect.bisect_right(self._starts, addr) - 1
             if i < 0:
-                return None
+                return None, None
             start = self._starts[i]
             buf = self._memory[start]
-            return buf if addr < buf.ctypes.data + buf.nbytes else None
+            if addr >= buf.ctypes.data + buf.nbytes:
+                return None, None
+            return buf, self._owners.get(start)
+
+    def _refuse_other_device(self, stream: int, addrs: Sequence[int]) -> None:
+        """As a GPU faults on memory it cannot reach: a kernel touching device memory of
+        another device than its stream's is refused before it is queued."""
+        if self._count == 1:
+            return
+        with self._lock:
+            device = self._worker(stream).device
+        for addr in addrs:
+            owner = self._allocation_at(addr)[1]
+            if owner is not None and owner != device:
+                raise _fail(RocmStreamsError, f"a kernel on stream {stream:#x} of device "
+                            f"{device} touches memory of device {owner} at {addr:#x}",
+                            _INVALID_HANDLE)
+
+    def _refuse_between_devices(self, dst: int, src: int) -> None:
+        """Stricter than a runtime under unified addressing: a plain copy between the memory
+        of two devices is refused, so that copies between devices take memcpy_peer_async."""
+        if self._count == 1:
+            return
+        a, b = self._allocation_at(dst)[1], self._allocation_at(src)[1]
+        if a is not None and b is not None and a != b:
+            raise _fail(RocmStreamsError, f"memcpy_async from device {b} at {src:#x} to device "
+                        f"{a} at {dst:#x}: copy between devices with memcpy_peer_async",
+                        _INVALID_HANDLE)
+
+    # peers ---------------------------------------------------------------------------------
+    def peer_access(self, device: int, peer: int) -> bool:
+        """Whether ``device`` reaches ``peer``'s memory directly, enabling it once per pair."""
+        if device == peer:
+            return True
+        if not self.peer_capable:
+            return False
+        with self._lock:
+            self._peers.add((device, peer))
+        return True
+
+    def peers_enabled(self) -> frozenset[tuple[int, int]]:
+        """The (device, peer) pairs whose access was enabled."""
+        with self._lock:
+            return frozenset(self._peers)
+
+    def _memcpy_peer_async(self, dst: int, dst_device: int, src: int, src_device: int,
+                           nbytes: int, stream: int) -> None:
+        dst_buf, dst_owner = self._allocation_at(dst)
+        src_buf, src_owner = self._allocation_at(src)
+        if dst_owner != dst_device or src_owner != src_device:
+            raise _fail(RocmStreamsError, f"a peer copy needs device memory of device "
+                        f"{src_device} at {src:#x} and of device {dst_device} at {dst:#x}",
+                        _INVALID_HANDLE)
+
+        def copy(_held: tuple[Any, ...] = (dst_buf, src_buf)) -> None:
+            ctypes.memmove(dst, src, nbytes)
+
+        self._submit(stream, copy)
 
     def _memcpy_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         src_buf: np.ndarray | ctypes.Array[ctypes.c_char] | None
+        self._refuse_between_devices(dst, src)
         dst_buf, src_buf = self._buffer_at(dst), self._buffer_at(src)
         if (dst_buf is None or src_buf is None) and self._captures and \
                 self._worker(stream) in self._captures:
@@ -683,6 +817,7 @@ class CpuBackend:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         griddim, blockdim, sharedmem = config[:3], config[3:6], config[6]
+        self._refuse_other_device(stream, [info.address for info in arrays if info is not None])
         fake = [FakeCUDAArray(a) if isinstance(a, np.ndarray) else a
                 for a in (a if info is None else _host_view(info)
                           for a, info in zip(args, arrays))]
@@ -698,7 +833,7 @@ class CpuBackend:
     # bookkeeping ---------------------------------------------------------------------------
     def live_handles(self) -> dict[str, int]:
         with self._lock:
-            return {"streams": len(self._streams) - 1, "events": len(self._events),
+            return {"streams": len(self._streams) - len(self._memory_handles), "events": len(self._events),
                     "allocations": len(self._memory), "pooled_streams": 0}
 
 
@@ -724,6 +859,10 @@ class CpuStreamCalls:
 
     def memcpy_async(self, dst: int, src: int, nbytes: int) -> None:
         self._be._memcpy_async(dst, src, nbytes, self.handle)
+
+    def memcpy_peer_async(self, dst: int, dst_device: int, src: int, src_device: int,
+                          nbytes: int) -> None:
+        self._be._memcpy_peer_async(dst, dst_device, src, src_device, nbytes, self.handle)
 
     def launch_host_func(self, fn: Callable[[], None]) -> None:
         self._be._submit(self.handle, fn)

@@ -188,6 +188,7 @@ def _adapter(runtime: Any) -> RuntimeAdapter:
         stream_object=runtime.cudaStream_t, event_object=runtime.cudaEvent_t,
         native_entry_points=_native_entry_points,
         memory_pools_attribute=runtime.cudaDeviceAttr.cudaDevAttrMemoryPoolsSupported,
+        peer_already_enabled=int(err.cudaErrorPeerAccessAlreadyEnabled),
         pool_get_attribute=pool_get, pool_set_attribute=pool_set)
 
 

@@ -177,6 +177,7 @@ def _adapter(hip: Any) -> RuntimeAdapter:
         kernel_driver=_kernel_driver, native_entry_points=_native_entry_points,
         memory_pools_attribute=hip.hipDeviceAttribute_t.hipDeviceAttributeMemoryPoolsSupported,
         pool_get_attribute=pool_get, pool_set_attribute=pool_set,
+        peer_already_enabled=int(err.hipErrorPeerAccessAlreadyEnabled),
         # `with nogil` around every call came with the same hip-python release as has_symbol
         releases_gil=hasattr(hip, "has_symbol"))
 

@@ -190,6 +190,9 @@ class RuntimeAdapter:
     #: where ``name`` follows ``<prefix>MemPool`` (``AttrReleaseThreshold``, ...). None: no
     #: pools; the backend caches device memory itself (see :class:`RuntimeBackend`).
     memory_pools_attribute: Any = None
+    #: The status ``<prefix>DeviceEnablePeerAccess`` returns for a pair already enabled (by
+    #: another library in the process): success for us.
+    peer_already_enabled: int | None = None
     pool_get_attribute: Callable[[Callable[..., tuple], Any, str], tuple] | None = None
     pool_set_attribute: Callable[[Callable[..., tuple], Any, str, int], tuple] | None = None
     #: The C entry points of the runtime's library for the compiled hot calls (see
@@ -239,6 +242,8 @@ class RuntimeBackend:
         self._doomed: set[int] = set()
         self._hold_lock = threading.Lock()
         self._memory_streams: dict[int, int] = {}
+        self._peers: dict[tuple[int, int], bool] = {}  # (device, peer) -> direct access
+        self._peer_lock = threading.Lock()
         self.release_threshold = KEEP_ALL
 
     # ---- the choke point ---------------------------------------------------------------------
@@ -346,6 +351,35 @@ class RuntimeBackend:
         least, greatest = self._check(self._call("DeviceGetStreamPriorityRange"),
                                       RocmStreamsError, "could not read the stream priority range")
         return int(least), int(greatest)
+
+    def peer_access(self, device: int, peer: int) -> bool:
+        if device == peer:
+            return True
+        found = self._peers.get((device, peer))
+        if found is not None:
+            return found
+        with self._peer_lock:  # enabled once per pair, however many threads copy
+            found = self._peers.get((device, peer))
+            if found is None:
+                found = self._peers[(device, peer)] = self._enable_peer(device, peer)
+        return found
+
+    def _enable_peer(self, device: int, peer: int) -> bool:
+        can = self._check(self._call("DeviceCanAccessPeer", device, peer), RocmStreamsError,
+                          f"could not ask whether device {device} can access device {peer}")
+        if not int(can):
+            return False
+        previous = self.get_device()
+        self.set_device(device)
+        try:
+            result = self._call("DeviceEnablePeerAccess", peer, 0)
+            if result[0] is not self._success and int(result[0]) != self._a.peer_already_enabled:
+                self._check(result, RocmStreamsError,
+                            f"could not enable access from device {device} to device {peer}")
+        finally:
+            if previous != device:
+                self.set_device(previous)
+        return True
 
     def get_device(self) -> int:
         result = self._fn("GetDevice")()
@@ -760,6 +794,13 @@ class RuntimeStreamCalls:
                                        self._raw), RocmStreamsError,
                         f"could not copy {nbytes} bytes from {src:#x} to {dst:#x} on "
                         f"{self.handle:#x}")
+
+    def memcpy_peer_async(self, dst: int, dst_device: int, src: int, src_device: int,
+                          nbytes: int) -> None:
+        self._be._check(self._be._call("MemcpyPeerAsync", dst, dst_device, src, src_device,
+                                       nbytes, self._raw), RocmStreamsError,
+                        f"could not copy {nbytes} bytes from {src:#x} on device {src_device} to "
+                        f"{dst:#x} on device {dst_device} on {self.handle:#x}")
 
     def launch_host_func(self, fn: Callable[[], None]) -> None:
         key = next(_keys)

@@ -46,6 +46,11 @@ class Config:
         Bytes of freed device memory each device's pool keeps cached when the runtime trims it
         (at a synchronize); None keeps all of it (the default), 0 returns everything the device
         has finished with. ``rocmstreams.empty_cache()`` returns the cache at once.
+    cpu_devices : int or None
+        How many devices the cpu backend simulates (each with its own default streams, memory
+        pool and current-device rules), so that multi-device code runs, and is checked, without
+        GPUs. None (the default) reads ``ROCMSTREAMS_CPU_DEVICES`` at selection, else 1. GPU
+        backends report the devices they have and ignore it.
     native_calls : bool
         Make the hot runtime calls (stream query, synchronize, event record, prepared kernel
         launches) from the compiled layer where it was built (default True; False makes every
@@ -63,6 +68,7 @@ class Config:
     staging_min_slice_bytes: int = 1 << 20
     stage_device_to_host: bool = False
     pool_release_threshold: int | None = None
+    cpu_devices: int | None = None
     native_calls: bool = field(default_factory=native.allowed_by_environment)
 
     def __post_init__(self) -> None:
@@ -82,9 +88,37 @@ class Config:
             if not 0 <= threshold < 1 << 64:
                 raise ValueError(f"pool_release_threshold={threshold} is out of range: it must "
                                  "be 0 or more bytes (below 2**64), or None to keep everything")
+        if self.cpu_devices is not None:
+            _check_cpu_devices(self.cpu_devices, "cpu_devices")
         for name in ("stage_device_to_host", "native_calls"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _check_cpu_devices(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int number of devices, got "
+                        f"{type(value).__name__} {value!r}")
+    if not 1 <= value <= 64:
+        raise ValueError(f"{name}={value} is out of range: the cpu backend simulates 1 to 64 "
+                         "devices")
+    return value
+
+
+def cpu_device_count(cfg: "Config") -> int:
+    """The devices the cpu backend simulates: ``cfg.cpu_devices``, else
+    ``ROCMSTREAMS_CPU_DEVICES``, else 1."""
+    if cfg.cpu_devices is not None:
+        return cfg.cpu_devices
+    raw = os.environ.get("ROCMSTREAMS_CPU_DEVICES", "").strip()
+    if not raw:
+        return 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"ROCMSTREAMS_CPU_DEVICES={raw!r} is not a number of devices; set it "
+                         "to an int from 1 to 64, or unset it") from None
+    return _check_cpu_devices(value, "ROCMSTREAMS_CPU_DEVICES")
 
 
 _current = Config()
@@ -145,6 +179,9 @@ def _push(backend: backends.Backend) -> None:
     keep = (1 << 64) - 1 if threshold is None else threshold
     if getattr(backend, "release_threshold", None) != keep:
         backend.set_release_threshold(keep)
+    simulate = getattr(backend, "simulate_devices", None)  # the cpu backend's devices
+    if simulate is not None:
+        simulate(cpu_device_count(_current))
 
 
 backends.on_select(_push)

@@ -55,7 +55,7 @@ def backend() -> BackendInfo:
     """The backend this process uses (selected on first call), described."""
     global _info
     be = backends.active()
-    if _info is None or _info.name != be.name:
+    if _info is None or _info.name != be.name or len(_info.devices) != be.get_device_count():
         devices = []
         for ordinal in range(be.get_device_count()):
             devices.append(DeviceInfo(ordinal, be.device_name(ordinal),

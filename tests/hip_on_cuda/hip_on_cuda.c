@@ -355,6 +355,17 @@ HIP_API hipError_t hipGetDeviceCount(int *count) { return to_hip(cudaGetDeviceCo
 HIP_API hipError_t hipGetDevice(int *device) { return to_hip(cudaGetDevice(device)); }
 HIP_API hipError_t hipSetDevice(int device) { return to_hip(cudaSetDevice(device)); }
 
+/* Peer access: the pair's answer, and the enable call of the current device (HIP, like CUDA,
+ * takes flags 0 only); an already enabled pair maps to hipErrorPeerAccessAlreadyEnabled through
+ * the status table. */
+HIP_API hipError_t hipDeviceCanAccessPeer(int *can_access, int device, int peer_device) {
+    return to_hip(cudaDeviceCanAccessPeer(can_access, device, peer_device));
+}
+HIP_API hipError_t hipDeviceEnablePeerAccess(int peer_device, unsigned flags) {
+    if (flags != 0) return hipErrorInvalidValue; /* rocmstreams passes 0 only */
+    return to_hip(cudaDeviceEnablePeerAccess(peer_device, 0));
+}
+
 HIP_API hipError_t hipDeviceGetName(char *name, int len, hipDevice_t device) {
     struct cudaDeviceProp prop;
     if (name == NULL || len <= 0) return hipErrorInvalidValue;
@@ -488,6 +499,11 @@ HIP_API hipError_t hipMemcpyAsync(void *dst, const void *src, size_t size, hipMe
 }
 
 /* ---- graph capture ------------------------------------------------------------------------ */
+HIP_API hipError_t hipMemcpyPeerAsync(void *dst, int dst_device, const void *src, int src_device,
+                                      size_t size, hipStream_t stream) {
+    return to_hip(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, size, cu_stream(stream)));
+}
+
 HIP_API hipError_t hipStreamBeginCapture(hipStream_t stream, hipStreamCaptureMode mode) {
     enum cudaStreamCaptureMode cuda_mode;
     if (!capture_mode(mode, &cuda_mode)) return hipErrorInvalidValue;

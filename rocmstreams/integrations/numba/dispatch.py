@@ -19,6 +19,7 @@ import numpy as np
 
 from ...backends import Backend
 from ...core.device import using_device
+from ...errors import DeviceMismatchError
 from ...memory import DeviceArray
 from ...streamcore import LAUNCH, StreamCore, default_core
 from .prepared import KernelLauncher, PreparedLauncher
@@ -125,6 +126,34 @@ def launch_config(griddim: Any, blockdim: Any, sharedmem: Any = 0) -> tuple[int,
     return config
 
 
+class DeviceLauncher:
+    """A launcher used where there are several devices: ``run`` refuses arrays of another
+    device than the stream's, naming both, and launches with the stream's device current (so
+    that the kernel is loaded, and launched, there). Anything else is the launcher's."""
+
+    __slots__ = ("launcher", "device")
+
+    def __init__(self, launcher: KernelLauncher, device: int) -> None:
+        self.launcher, self.device = launcher, device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.launcher, name)
+
+    def run(self, calls: Any, config: tuple, *args: Any) -> None:
+        device = self.device
+        for i, a in enumerate(args):
+            if type(a) is DeviceArray and a.__rocmstreams_block__ is not None and \
+                    a.device != device:
+                name = getattr(self.launcher.dispatcher, "__name__", "kernel")
+                raise DeviceMismatchError(
+                    f"{name}: argument {i} is on device {a.device} but the launch stream is on "
+                    f"device {device}; copy it to device {device} first (rs.copy_async(dst, "
+                    f"src, stream=s) with dst = rs.empty_like(src, stream=s)) or launch on a "
+                    f"stream of device {a.device}; nothing was launched")
+        with using_device(device):
+            self.launcher.run(calls, config, *args)
+
+
 def launcher_of(backend: Backend, dispatcher: Any, device: int) -> KernelLauncher:
     """The launcher of ``dispatcher`` on ``device``: prepared where the backend can, made once
     and kept on the dispatcher (so it goes when the kernel does)."""
@@ -209,7 +238,9 @@ def install(backend: Backend) -> None:
         core = getattr(stream, "__rocmstreams_core__", None)
         if isinstance(core, StreamCore):
             launcher = launcher_of(backend, self, core.device)
-            launch = KernelLaunch(core.submit, LAUNCH, launcher.run, cfg)
+            run = launcher.run if backend.get_device_count() == 1 else \
+                DeviceLauncher(launcher, core.device).run
+            launch = KernelLaunch(core.submit, LAUNCH, run, cfg)
             if n == 3:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
