@@ -494,6 +494,9 @@ class FakeHipBackend:
     def get_device(self):
         return 0
 
+    def get_device_count(self):
+        return 1
+
     def set_device(self, ordinal):
         assert ordinal == 0
 
