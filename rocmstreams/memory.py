@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 import numpy as np
 
 from . import staging
-from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
+from .backends import PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
 from .core.config import config
@@ -106,10 +106,7 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     else:
         home, ready = be.memory_stream(device), False
     try:
-        if home == LEGACY_STREAM or home == PER_THREAD_STREAM:
-            with using_device(device):
-                ptr = _malloc(be, nbytes, home, device)
-        else:
+        with using_device(device):  # a runtime without pools allocates on the current device
             ptr = _malloc(be, nbytes, home, device)
         be.stream_hold(home)
     finally:
@@ -142,6 +139,10 @@ def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
             raise _out_of_memory(second, nbytes, device) from first
 
 
+class _Unordered(Exception):
+    """A free that no stream order can place (see ``_release``)."""
+
+
 def _releaser(be: Backend, nbytes: int, device: int, home: int,
               others: dict[tuple[int, int], None]) -> Callable[[int], None]:
     def release(ptr: int) -> None:
@@ -160,8 +161,14 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
         rest = {key: None for key in others if key != (target, device)}
         try:
             try:
+                if target == PER_THREAD_STREAM or any(s == PER_THREAD_STREAM for s, _ in rest):
+                    # the handle names the *calling* thread's stream, and a release runs on
+                    # whichever thread drains: no order can be made on the user's one
+                    raise _Unordered("it was used on a per-thread default stream")
                 if rest:
                     _after_other_streams(be, target, rest)
+            except _Unordered:
+                be.free(ptr)  # the runtime's free, which waits for the device
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
                 # destroyed): fall back to the runtime's free, which waits for the device
@@ -172,6 +179,8 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
             else:
                 be.free_async(ptr, nbytes, target, device)
         finally:
+            for other, _ in rest:  # every hold goes, whatever failed on the way
+                be.stream_unhold(other)
             if target != home:
                 be.stream_unhold(target)
             be.stream_unhold(home)
@@ -187,16 +196,13 @@ def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], N
     home_calls = be.stream_calls(home)
     events: dict[int, int] = {}
     try:
-        for other, device in list(others):
-            try:
-                event = events.get(device)
-                with using_device(device):
-                    if event is None:
-                        event = events[device] = be.event_create(False)
-                    be.stream_calls(other).event_record(event)
-                home_calls.wait_event(event)  # waits for the record made just now
-            finally:
-                be.stream_unhold(other)
+        for other, device in list(others):  # (their holds are the caller's to give back)
+            event = events.get(device)
+            with using_device(device):
+                if event is None:
+                    event = events[device] = be.event_create(False)
+                be.stream_calls(other).event_record(event)
+            home_calls.wait_event(event)  # waits for the record made just now
     finally:
         for device, event in events.items():
             with using_device(device):

@@ -52,11 +52,17 @@ class EntryPoints:
     not_ready: int = 600
 
 
+#: True in a process forked from the one that loaded the compiled calls (they stay off there).
+_forked = False
+
+
 def _after_fork_in_child() -> None:
     """A forked child calls the runtime through the binding: on the H200 the driver's
     cuStreamQuery answered success in a child of a process that had initialised CUDA, where
     the runtime's call reports the fork (and rocmstreams says to use 'spawn')."""
+    global _forked
     set_enabled(False)
+    _forked = True  # and stays off: a configure() in the child must not turn it back on
 
 
 def built() -> bool:
@@ -73,7 +79,7 @@ def set_enabled(on: bool) -> None:
     """Turn the compiled calls on or off for the whole process (off: every bound call returns
     ``NOT_CALLED`` at once, so the backend makes the binding's call)."""
     if compiled is not None:
-        compiled.set_enabled(bool(on))
+        compiled.set_enabled(bool(on) and not _forked)
 
 
 def entry_points(library: Callable[[], Any], names: tuple[str, str, str, str],

@@ -649,7 +649,7 @@ class RuntimeBackend:
                         f"could not trim the memory pool of device {device}")
             return
         usage = self._cache_bytes.setdefault(device, [0, 0, 0])
-        for key in [k for k in self._cache if k[0] == device]:
+        for key in [k for k in list(self._cache) if k[0] == device]:
             for ptr in self._cache.pop(key, []):
                 self._live["allocations"].add(ptr)
                 self.free(ptr)
