@@ -183,3 +183,40 @@ def test_configure_refuses_a_bad_release_threshold():
         rs.configure(pool_release_threshold=-1)
     with pytest.raises(TypeError, match="pool_release_threshold"):
         rs.configure(pool_release_threshold="big")
+
+
+def test_an_array_of_another_threads_per_thread_stream_is_not_reused_before_that_stream_passes_it(
+        rng):
+    """A release runs on whichever thread drains, where the per-thread handle names that
+    thread's own stream: the block must not go back to the pool before the stream it was used on
+    (another thread's, held by a gate a timer opens) has read it."""
+    import threading
+    expected = rng.random(N, dtype=np.float32)
+    out = rs.pinned_empty(N, np.float32)
+    out[:] = -1
+    gate = threading.Event()
+    done = []
+
+    def work():
+        s = rs.per_thread_default_stream()
+        x = rs.empty(N, np.float32, stream=s)
+        rs.copy_async(x, expected, stream=s)
+        s.launch_host_func(gate.wait, 10)
+        rs.copy_async(out, x, stream=s)  # reads x once the gate opens
+        done.append(s.record())
+        del x
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    threading.Timer(0.5, gate.set).start()
+    collect()  # x's release runs here, on this thread
+    me = rs.per_thread_default_stream()
+    garbage = rs.pinned_empty(N, np.float32)
+    garbage[:] = 7
+    fresh = [rs.empty(N, np.float32, stream=me) for _ in range(4)]
+    for f in fresh:
+        rs.copy_async(f, garbage, stream=me)
+    me.synchronize()
+    done[0].synchronize()
+    np.testing.assert_array_equal(out, expected)
