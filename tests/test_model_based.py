@@ -262,7 +262,10 @@ class StreamsMachine(RuleBasedStateMachine):
         self.events: list[EventRef] = []
         self.graphs: list[GraphRef] = []
         # made before anything is held (allocating is no business of a held GPU)
-        self.spare_latches = [kernels.Latch() for _ in range(LATCHES)]
+        # on cpu a held latch slows every step (all kernels share the simulator's engine), so a
+        # sequence's holds last longer there: the latch gets more polls before it times out
+        polls = 20_000_000 if rs.backend().name == "cpu" else 5_000_000
+        self.spare_latches = [kernels.Latch(max_polls=polls) for _ in range(LATCHES)]
         self.holds: list[Hold] = []
         self.tails: list[tuple[Any, str]] = []  # events recorded just before closes and drops
         self.racing: list[tuple[list[int], list[int], str]] = []  # FULL: (queued, ran, what)
