@@ -54,12 +54,15 @@ class DeviceBlock:
     wait).
     """
 
-    __slots__ = ("ptr", "nbytes", "device", "home", "others", "ready", "handle", "__weakref__")
+    __slots__ = ("ptr", "nbytes", "device", "home", "others", "threads", "ready", "handle",
+                 "__weakref__")
 
     def __init__(self, ptr: int, nbytes: int, device: int, home: int, ready: bool,
-                 handle: Handle, others: dict[tuple[int, int], None]) -> None:
+                 handle: Handle, others: dict[tuple[int, int], None], threads: set[int]) -> None:
         self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
         self.ready, self.handle, self.others = ready, handle, others
+        #: the threads (see :func:`_thread_token`) whose per-thread default stream it was used on
+        self.threads = threads
         lifetime.own(self, handle)
 
 
@@ -92,6 +95,19 @@ class _Stats:
 
 _stats = _Stats()
 _uses = threading.Lock()  # taken only to add a stream to a block's others (the first use there)
+_thread = threading.local()
+_tokens = iter(range(1, 1 << 62))
+
+
+def _thread_token() -> int:
+    """This thread's number, never reused by a later thread (a thread ident can be): the
+    per-thread default stream handle names the calling thread's stream, so a block used on it
+    remembers which threads' streams those were."""
+    token = getattr(_thread, "token", None)
+    if token is None:
+        with _uses:
+            token = _thread.token = next(_tokens)
+    return token
 
 
 def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
@@ -118,9 +134,10 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
         ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
     others: dict[tuple[int, int], None] = {}
+    threads = {_thread_token()} if home == PER_THREAD_STREAM else set()
     return DeviceBlock(ptr, nbytes, device, home, ready,
-                       Handle(ptr, _releaser(be, nbytes, device, home, others),
-                              "device allocation"), others)
+                       Handle(ptr, _releaser(be, nbytes, device, home, others, threads),
+                              "device allocation"), others, threads)
 
 
 def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
@@ -144,7 +161,7 @@ class _Unordered(Exception):
 
 
 def _releaser(be: Backend, nbytes: int, device: int, home: int,
-              others: dict[tuple[int, int], None]) -> Callable[[int], None]:
+              others: dict[tuple[int, int], None], threads: set[int]) -> Callable[[int], None]:
     def release(ptr: int) -> None:
         with using_device(device):  # the home stream may be a default stream of ``device``
             _release(ptr)
@@ -161,14 +178,18 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
         rest = {key: None for key in others if key != (target, device)}
         try:
             try:
-                if target == PER_THREAD_STREAM or any(s == PER_THREAD_STREAM for s, _ in rest):
-                    # the handle names the *calling* thread's stream, and a release runs on
-                    # whichever thread drains: no order can be made on the user's one
-                    raise _Unordered("it was used on a per-thread default stream")
+                if threads and not threads <= {_thread_token()}:
+                    # the per-thread handle names the *calling* thread's stream, and a release
+                    # runs on whichever thread drains: on another thread than the one(s) that
+                    # used it, no order can be made on theirs
+                    raise _Unordered("it was used on another thread's per-thread default stream")
                 if rest:
                     _after_other_streams(be, target, rest)
             except _Unordered:
-                be.free(ptr)  # the runtime's free, which waits for the device
+                # every stream of the device passes its work so far, theirs among them; only
+                # then does the block go back (a host wait, the one case that needs one)
+                be.device_synchronize(device)
+                be.free(ptr)
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
                 # destroyed): fall back to the runtime's free, which waits for the device
@@ -223,6 +244,11 @@ def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) 
     :func:`empty`) makes ``stream`` wait for its allocation."""
     if block is None:
         return
+    if stream == PER_THREAD_STREAM:
+        token = _thread_token()
+        if token not in block.threads:
+            with _uses:
+                block.threads.add(token)
     if device is None or device == block.device:
         if stream == block.home:
             return

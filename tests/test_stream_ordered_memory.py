@@ -220,3 +220,20 @@ def test_an_array_of_another_threads_per_thread_stream_is_not_reused_before_that
     me.synchronize()
     done[0].synchronize()
     np.testing.assert_array_equal(out, expected)
+
+
+def test_an_array_used_on_this_threads_per_thread_stream_is_dropped_without_a_wait(latch, rng):
+    """Used and dropped on one thread, the per-thread handle names the stream it was used on:
+    its free is ordered there like any other, and waits for nothing (a latch holds that very
+    stream, so a free that waited for the device would time the latch out)."""
+    s = rs.per_thread_default_stream()
+    x = rs.to_device(rng.random(N, dtype=np.float32))
+    gate = latch().hold(s)
+    out = rs.pinned_empty(N, np.float32)
+    rs.copy_async(out, x, stream=s)  # behind the latch
+    del x
+    collect()  # the release runs here, on the thread whose per-thread stream used the array
+    assert not s.query(), "dropping the array waited for the latched per-thread stream"
+    gate.release()
+    s.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"

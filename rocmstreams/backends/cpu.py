@@ -540,6 +540,13 @@ class CpuBackend:
     host_malloc = _allocate
     free = host_free = _release
 
+    def device_synchronize(self, device: int) -> None:
+        with self._lock:
+            workers = {*self._streams.values(), *self._blocking, *self._legacies.values()}
+        for worker in workers:
+            if worker.device == device:
+                worker.wait_for(worker.enqueued)  # its errors stay for its own synchronize
+
     # stream-ordered memory: the same rules as the GPU runtimes' pools, over host buffers. A
     # free is an operation on its stream; only when the stream runs it does the buffer go back
     # to the pool, so memory is never handed out again before the work queued ahead of the free

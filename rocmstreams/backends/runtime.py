@@ -515,6 +515,10 @@ class RuntimeBackend:
                     f"could not free device memory at {ptr:#x}")
         self._live["allocations"].discard(ptr)
 
+    def device_synchronize(self, device: int) -> None:
+        self._check(self._call("DeviceSynchronize"), RocmStreamsError,
+                    f"could not synchronize device {device}")
+
     def host_malloc(self, nbytes: int) -> int:
         ptr = self._check(self._call(self._a.host_alloc, nbytes, self._a.host_alloc_flags),
                           RocmStreamsError,

@@ -452,6 +452,7 @@ HIP_API hipError_t hipEventDestroy(hipEvent_t event) {
 /* ---- memory ------------------------------------------------------------------------------- */
 HIP_API hipError_t hipMalloc(void **ptr, size_t size) { return to_hip(cudaMalloc(ptr, size)); }
 HIP_API hipError_t hipFree(void *ptr) { return to_hip(cudaFree(ptr)); }
+HIP_API hipError_t hipDeviceSynchronize(void) { return to_hip(cudaDeviceSynchronize()); }
 
 /* Stream-ordered allocation from the device's default pool. */
 HIP_API hipError_t hipDeviceGetAttribute(int *value, hipDeviceAttribute_t attr, int device) {
