@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
+from conftest import needs_gpu
 from rocmstreams.kernels import cuda as kernel_cuda
 
 
@@ -169,6 +170,34 @@ def test_prepare_compiles_without_launching_and_later_launches_run_right(stream,
     np.testing.assert_array_equal(out.copy_to_host(stream=stream), 0)  # nothing ran
     twice[1, 128, stream](out, dx)
     np.testing.assert_array_equal(out.copy_to_host(stream=stream), 2 * x)
+
+
+@needs_gpu
+def test_a_kernel_prepared_ahead_launches_first_behind_a_latched_stream_without_waiting(
+        cuda, make_stream, latch, rng):
+    """rs.prepare loads the kernel (a lazily loading runtime loads it at the first launch, and
+    that load waits for the whole device): a kernel defined now and prepared, first launched
+    on one stream while a latch holds another, runs at once; the latch is still held after."""
+    @cuda.jit
+    def plus_three(out, x):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = x[i] + 3
+
+    a, b = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    x = rng.random(1000).astype(np.float32)
+    dx = rs.to_device(x, stream=b)
+    out = rs.empty(1000, np.float32, stream=b)
+    rs.prepare(plus_three, out, dx)
+    b.synchronize()
+    gate = latch().hold(a)
+    plus_three[(x.size + 127) // 128, 128, b](out, dx)  # its first launch
+    b.synchronize()
+    assert not a.query(), "the first launch waited for the latched stream (the latch let go)"
+    gate.release()
+    a.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+    np.testing.assert_array_equal(out.copy_to_host(stream=b), x + 3)
 
 
 def test_prepare_refuses_arguments_that_do_not_fit():

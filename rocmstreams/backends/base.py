@@ -93,6 +93,10 @@ class KernelDriver:
     #: launch goes through ``launch``.
     bind_launch: Callable[[Any, "int | None", Any], Callable[..., int]] | None = None
     raw_stream: Callable[[int], int] = int
+    #: ``load(function)``: make the function resident on the current device now. A runtime that
+    #: loads lazily does it at the first launch, and that load waits for the device's work;
+    #: ``rocmstreams.prepare`` calls this so the wait happens there instead.
+    load: Callable[[Any], None] = lambda function: None
 
 
 class Backend(Protocol):

@@ -128,6 +128,20 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     def stream(handle: int) -> Any:
         return driver.CUstream(handle or legacy)
 
+    def load(function: Any) -> None:
+        """Under lazy loading (CUDA_MODULE_LOADING=LAZY, the default) a kernel is loaded into
+        the context at its first launch: getting a CUkernel's function for the context, or
+        querying an attribute, loads it now."""
+        handle = int(function)
+        if libraries.get(handle):
+            status, function = driver.cuKernelGetFunction(driver.CUkernel(handle))
+            if status != success:
+                raise error(status, "could not load the kernel in the current context")
+        status, _ = driver.cuFuncGetAttribute(
+            driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, function)
+        if status != success:
+            raise error(status, "could not load the kernel in the current context")
+
     def error(status: Any, what: str) -> BaseException:
         _, name = driver.cuGetErrorName(status)
         _, message = driver.cuGetErrorString(status)
@@ -145,7 +159,7 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
 
     return KernelDriver(launch=driver.cuLaunchKernel, success=success, function=function,
                         stream=stream, error=error, buffer_markers=(1, 2, 0),
-                        param_info=param_info, recover=recover,
+                        param_info=param_info, recover=recover, load=load,
                         bind_launch=native.launch_binder(backend.native_entry_points()),
                         raw_stream=lambda handle: handle or legacy)
 

@@ -94,6 +94,14 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
     def stream(handle: int) -> Any:
         return hip.ihipStream_t.fromObj(handle)
 
+    def load(function: Any) -> None:
+        """An attribute query loads the function (on the HIP-on-CUDA rig, out of the CUDA
+        driver's lazy loading)."""
+        status, _ = hip.hipFuncGetAttribute(
+            hip.hipFunction_attribute.HIP_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, function)
+        if status != hip.hipError_t.hipSuccess:
+            raise error(status, "could not load the kernel on the device")
+
     def error(status: Any, what: str) -> BaseException:
         return backend.error(int(status), what)
 
@@ -108,7 +116,7 @@ def _kernel_driver(backend: RuntimeBackend) -> KernelDriver:
 
     return KernelDriver(launch=hip.hipModuleLaunchKernel, success=hip.hipError_t.hipSuccess,
                         function=function, stream=stream, error=error, extra=None,
-                        recover=recover,
+                        recover=recover, load=load,
                         bind_launch=native.launch_binder(backend.native_entry_points()))
 
 

@@ -568,3 +568,27 @@ HIP_API hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gx, unsig
                              (CUstream)cu_stream(stream), params, extra);
     return to_hip((cudaError_t)status);
 }
+
+/* hipFuncGetAttribute (hipFunction_attribute numbers 0-9 are CUfunction_attribute's). Under the
+ * CUDA driver's lazy loading a function is loaded into the context at its first launch or
+ * attribute query: rocmstreams.prepare queries one so that the load (which waits for the device)
+ * happens there. A CUkernel handle is resolved to the current context's CUfunction first. */
+typedef CUresult (*FuncGetAttributeFn)(int *, CUfunction_attribute, CUfunction);
+typedef CUresult (*KernelGetFunctionFn)(CUfunction *, CUkernel);
+HIP_API hipError_t hipFuncGetAttribute(int *value, int attrib, hipFunction_t f) {
+    static FuncGetAttributeFn get = NULL;
+    static KernelGetFunctionFn resolve = NULL;
+    if (get == NULL) {
+        void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+        get = driver ? (FuncGetAttributeFn)dlsym(driver, "cuFuncGetAttribute") : NULL;
+        resolve = driver ? (KernelGetFunctionFn)dlsym(driver, "cuKernelGetFunction") : NULL;
+        if (get == NULL) return hipErrorNotInitialized;
+    }
+    CUresult status = get(value, (CUfunction_attribute)attrib, (CUfunction)f);
+    if (status != CUDA_SUCCESS && resolve != NULL) {
+        CUfunction fn;
+        if (resolve(&fn, (CUkernel)f) == CUDA_SUCCESS)
+            status = get(value, (CUfunction_attribute)attrib, fn);
+    }
+    return to_hip((cudaError_t)status);
+}

@@ -308,6 +308,11 @@ class PreparedLauncher(KernelLauncher):
         """Compile and load the kernel for the types of ``args`` and prepare their launch."""
         super().prepare(args)
         self._learn(args)
+        try:
+            kernel = self._overload(self._observe(args))
+        except _Unpreparable:
+            return  # Numba's launch loads it (Numba's bind above did what it can)
+        self._driver.load(self._driver.function(kernel))
 
     # ---- preparing ---------------------------------------------------------------------------
     def _learn(self, args: tuple) -> None:
