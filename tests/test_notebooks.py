@@ -22,3 +22,20 @@ def test_the_notebook_runs_with_no_error_cell(path, backend):
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_the_committed_notebook_carries_its_gpu_run_with_every_output(path):
+    """Committed executed on a GPU (tests/gpu/run_notebooks.py stamps the metadata): every code
+    cell ran, in order, none with an error, and a notebook that plots carries the picture."""
+    import json
+    book = json.loads(path.read_text())
+    ran_on = book["metadata"].get("rocmstreams_executed_on", "")
+    assert "cpu" not in ran_on.split(",")[0] and ran_on.startswith("backend "), ran_on
+    code = [c for c in book["cells"] if c["cell_type"] == "code"]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert outputs, "no cell printed anything"
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    if any(".plot(" in "".join(c["source"]) for c in code):
+        assert any("image/png" in o.get("data", {}) for o in outputs), "its plot is missing"
