@@ -9,7 +9,8 @@
 # The compiled hot calls are built in place (gcc + the Python headers); NATIVE=0 leaves them
 # out, NATIVE_OFF=1 runs the cuda suite once more with them turned off (ROCMSTREAMS_NATIVE_CALLS=0).
 # BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
-# STRESS, SANITIZE, PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each step below.
+# STRESS, SANITIZE (SANITIZERS picks tools), PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each
+# step below. SUITES=0 leaves the two suites out.
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -74,7 +75,9 @@ for be in cuda hip cpu; do
   if [ $be = hip ]; then env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 120 python3 -m rocmstreams demo
   else ROCMSTREAMS_BACKEND=$be timeout 120 python3 -m rocmstreams demo; fi
 done 2>&1 | tee "$out/demos.txt"
-if [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names its file
+if [ "${SUITES:-1}" = 0 ]; then  # SUITES=0: no suites (the model-based run and extras only)
+  echo "=== suites left out (SUITES=0) ==="
+elif [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names its file
   echo "=== suite on cuda, file by file ==="
   for f in tests/test_*.py; do
     ROCMSTREAMS_BACKEND=cuda timeout 120 python3 -X faulthandler -m pytest -q -p no:cacheprovider \
@@ -110,12 +113,13 @@ if [ "${STRESS:-0}" = 1 ]; then
   done
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
-  for tool in memcheck racecheck synccheck; do
+  for tool in ${SANITIZERS:-memcheck racecheck synccheck}; do
     echo "=== compute-sanitizer --tool $tool (cuda) ==="
-    ROCMSTREAMS_BACKEND=cuda timeout 280 compute-sanitizer --tool $tool --print-limit 20 \
+    ROCMSTREAMS_BACKEND=cuda timeout ${SANITIZE_TIMEOUT:-280} compute-sanitizer --tool $tool --print-limit 20 \
       --report-api-errors no \
       python3 -m pytest -q -p no:cacheprovider tests/test_prepared_launch.py tests/test_ordering.py \
-      tests/test_cross_stream.py tests/test_graph_capture.py 2>&1 | tail -n 6
+      tests/test_cross_stream.py tests/test_graph_capture.py > "$out/sanitize_$tool.log" 2>&1
+    echo "exit $?"; grep -v "^=========     \|^    warn(\|NumbaPerformanceWarning" "$out/sanitize_$tool.log" | tail -n 25
   done
 fi
 # PROBE=1: where a kernel's first launch waits for the device (tests/gpu/first_launch_probe.py).
