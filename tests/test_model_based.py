@@ -22,6 +22,7 @@ Environment:
 - ``ROCMSTREAMS_MODEL_EXAMPLES`` (default 25) and ``ROCMSTREAMS_MODEL_STEPS`` (default 30):
   hypothesis examples and steps per example. The defaults keep the cpu backend in CI fast; the
   GPU runs set more.
+- ``ROCMSTREAMS_MODEL_SHRINK`` (default 1): ``0`` reports a failing sequence unshrunk.
 - ``ROCMSTREAMS_MODEL_FULL`` (default 1): the rules for three former defects (arrays dropped
   while queued work holds them, reference cycles, closes racing other threads; the "known
   defects" rules of StreamsMachine, written when they deadlocked or crashed and kept since they
@@ -105,8 +106,13 @@ WORK = st.one_of(
     *_work(1, "query_event", PICK),
 )
 
+#: ROCMSTREAMS_MODEL_SHRINK=0: report the first failing sequence as found, unshrunk (on a GPU a
+#: shrink replays sequences whose latches time out, and can outlast the run's time limit).
+SHRINK = os.environ.get("ROCMSTREAMS_MODEL_SHRINK", "1") != "0"
 MODEL_SETTINGS = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
                           database=None, print_blob=True,
+                          phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse,
+                                                              Phase.generate],
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.filter_too_much])
 

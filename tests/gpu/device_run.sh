@@ -58,6 +58,7 @@ run_suite() {  # backend, extra env...: the suite but the model-based module (ru
 run_model() {  # backend, extra env...: tests/test_model_based.py, ROCMSTREAMS_MODEL_EXAMPLES=10
   local be=$1; shift
   env "$@" ROCMSTREAMS_BACKEND=$be ROCMSTREAMS_MODEL_EXAMPLES=${MODEL_EXAMPLES:-10} \
+    ROCMSTREAMS_MODEL_SHRINK=${MODEL_SHRINK:-0} \
     timeout ${MODEL_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -rfE --tb=short -v \
     -o faulthandler_timeout=$(( ${MODEL_TIMEOUT:-200} - 40 )) --durations=5 \
     -W ignore::numba.core.errors.NumbaPerformanceWarning tests/test_model_based.py \
