@@ -10,7 +10,7 @@
 # out, NATIVE_OFF=1 runs the cuda suite once more with them turned off (ROCMSTREAMS_NATIVE_CALLS=0).
 # BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
 # STRESS, SANITIZE (SANITIZERS picks tools), PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each
-# step below. SUITES=0 leaves the two suites out.
+# step below (SANITIZE_ARGS: extra pytest args there). SUITES=0 leaves the two suites out.
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -119,7 +119,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     ROCMSTREAMS_BACKEND=cuda timeout ${SANITIZE_TIMEOUT:-280} compute-sanitizer --tool $tool --print-limit 20 \
       --report-api-errors no \
       python3 -m pytest -q -p no:cacheprovider tests/test_prepared_launch.py tests/test_ordering.py \
-      tests/test_cross_stream.py tests/test_graph_capture.py > "$out/sanitize_$tool.log" 2>&1
+      tests/test_cross_stream.py tests/test_graph_capture.py ${SANITIZE_ARGS:-} > "$out/sanitize_$tool.log" 2>&1
     echo "exit $?"; grep -v "^=========     \|^    warn(\|NumbaPerformanceWarning" "$out/sanitize_$tool.log" | tail -n 25
   done
 fi
