@@ -14,7 +14,10 @@ the end of the synchronize of every stream, the same for every library):
 - ``GB/s``: bytes over the link (H2D ``x`` and ``y``, D2H ``out``) per second of pipeline;
 - ``ideal ms``: the longest of the three stages run alone, serially on one stream, for the same
   chunks (all H2D copies, then all kernels, then all D2H copies, each timed on its own);
-- ``overlap``: ideal / time; 1.0 means the other two stages hid completely behind the longest.
+- ``overlap``: ideal / time; 1.0 means the other two stages hid completely behind the longest;
+- ``ceiling ms``: what the link gives both ways at once: every chunk's H2D of ``x`` and ``y`` on
+  one stream while every chunk's D2H of ``out`` runs on another, no kernels (each library with
+  its own copies); ``of ceiling``: the machine's ceiling (the fastest library's) / time.
 
 Usage: ``python benchmarks/pipeline.py [--size-mib 256] [--chunks 32] [--streams 1,2,4,8]
 [--repeat 5] [--json PATH] [--smoke]``. On the cpu backend the defaults are small (the kernels
@@ -31,7 +34,7 @@ import numpy as np
 
 import _common
 
-TARGET_STREAMS, TARGET_OVERLAP = 4, 0.9
+TARGET_STREAMS, TARGET_OVERLAP, TARGET_CEILING = 4, 0.9, 0.97
 STAGES = ("h2d", "kernel", "d2h")
 
 
@@ -296,6 +299,16 @@ def _run_stage(p: Any, stage: str, s: Any, bounds: list[tuple[int, int]]) -> Non
     p.synchronize(s)
 
 
+def _run_ceiling(p: Any, streams: list[Any], bounds: list[tuple[int, int]]) -> None:
+    """The copies of the pipeline without its kernels: H2D on one stream, D2H on the other."""
+    up, down = streams
+    for lo, hi in bounds:
+        p.h2d(lo, hi, up)
+        p.d2h(lo, hi, down)
+    for s in streams:
+        p.synchronize(s)
+
+
 def _check(p: Any, reference: np.ndarray) -> tuple[bool, float]:
     out = p.output()
     ok = bool(np.allclose(out, reference, rtol=1e-6, atol=1e-6))
@@ -314,6 +327,11 @@ def measure(p: Any, x: np.ndarray, reference: np.ndarray, bounds: list[tuple[int
             _common.time_call(lambda: _run_stage(p, stage, one[0], bounds), repeat))["best_ms"]
     p.close_streams(one)
     ideal = max(stages.values())
+    two = p.streams(2)
+    _run_ceiling(p, two, bounds)
+    ceiling = _common.summary(
+        _common.time_call(lambda: _run_ceiling(p, two, bounds), repeat))["best_ms"]
+    p.close_streams(two)
     rows = []
     for count in stream_counts:
         streams = p.streams(count)
@@ -329,6 +347,7 @@ def measure(p: Any, x: np.ndarray, reference: np.ndarray, bounds: list[tuple[int
         rows.append({"library": p.name, "streams": count, "time_ms": t["best_ms"],
                      "median_ms": t["median_ms"], "gbps": moved / (t["best_ms"] * 1e-3) / 1e9,
                      "overlap": ideal / t["best_ms"], "ideal_ms": ideal, "stages_ms": stages,
+                     "ceiling_ms": ceiling,
                      "verified": ok, "max_abs_error": err})
     return rows
 
@@ -391,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             del p
             gc.collect()
 
+    ceilings = [r["ceiling_ms"] for r in rows if "ceiling_ms" in r]
+    for r in rows:
+        if ceilings and "time_ms" in r:
+            r["of_ceiling"] = min(ceilings) / r["time_ms"]
     targets = []
     if not on_cpu:
         row = next((r for r in rows if r["library"] == "rocmstreams"
@@ -399,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                         "threshold": TARGET_OVERLAP,
                         "value": None if row is None else row["overlap"],
                         "met": row is not None and row["overlap"] >= TARGET_OVERLAP})
+        targets.append({"name": f"rocmstreams {TARGET_STREAMS}-stream pipeline / the link's "
+                                "ceiling (both ways at once, no kernels)",
+                        "threshold": TARGET_CEILING,
+                        "value": None if row is None else row["of_ceiling"],
+                        "met": row is not None and row["of_ceiling"] >= TARGET_CEILING})
     failures = [r for r in rows if r.get("error") or r.get("verified") is False]
 
     print(f"backend {env['backend']}, device {env['device']}, numpy {env['numpy']}")
@@ -408,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     _common.print_table("", [("library", "library", ""), ("streams", "streams", ""),
                              ("time_ms", "time ms", ".3f"), ("gbps", "GB/s", ".2f"),
                              ("overlap", "overlap", ".3f"), ("ideal_ms", "ideal ms", ".3f"),
+                             ("ceiling_ms", "ceiling ms", ".3f"),
+                             ("of_ceiling", "of ceiling", ".3f"),
                              ("verified", "output ok", "")], rows)
     for t in targets:
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"

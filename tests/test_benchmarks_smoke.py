@@ -31,6 +31,10 @@ def test_pipeline_smoke_reports_verified_rocmstreams_rows_and_names_missing_peer
         assert 0 < r["time_ms"] < 60_000 and r["gbps"] > 0
         assert r["ideal_ms"] == max(r["stages_ms"].values()) > 0
         assert r["overlap"] == pytest.approx(r["ideal_ms"] / r["time_ms"])
+        assert r["ceiling_ms"] > 0  # the copies alone, both ways at once
+    ceiling = min(r["ceiling_ms"] for r in report["rows"] if "ceiling_ms" in r)
+    for r in ours:
+        assert r["of_ceiling"] == pytest.approx(ceiling / r["time_ms"])
     fresh = [r for r in report["rows"] if r["library"] == "rocmstreams (fresh arrays)"]
     assert [r["streams"] for r in fresh] == report["streams"]
     assert all(r["verified"] is True for r in fresh)
