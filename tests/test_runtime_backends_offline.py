@@ -657,6 +657,22 @@ def test_the_memory_stream_is_made_once_and_not_counted_as_live():
     assert be.live_handles()["streams"] == 0
 
 
+# ---- devices -----------------------------------------------------------------------------------
+def test_the_device_count_is_asked_of_the_runtime_once():
+    be, binding = make_backend()
+    assert [be.get_device_count() for _ in range(3)] == [60443484] * 3
+    assert len(_calls(binding, "GetDeviceCount")) == 1
+
+
+def test_a_failed_device_count_is_asked_again_on_the_next_call():
+    be, binding = make_backend()
+    binding.status["GetDeviceCount"] = [BAD_DEVICE, OK]
+    with pytest.raises(RocmStreamsError, match="could not count the GPUs"):
+        be.get_device_count()
+    assert be.get_device_count() == 60443484
+    assert len(_calls(binding, "GetDeviceCount")) == 2
+
+
 # ---- peers -------------------------------------------------------------------------------------
 def _peer_calls(binding):
     return [(n, a) for n, a in binding.calls if n in ("DeviceCanAccessPeer",

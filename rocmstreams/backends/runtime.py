@@ -244,6 +244,7 @@ class RuntimeBackend:
         self._memory_streams: dict[int, int] = {}
         self._peers: dict[tuple[int, int], bool] = {}  # (device, peer) -> direct access
         self._peer_lock = threading.Lock()
+        self._device_count: int | None = None  # asked of the runtime on first use
         self.release_threshold = KEEP_ALL
 
     # ---- the choke point ---------------------------------------------------------------------
@@ -335,8 +336,13 @@ class RuntimeBackend:
 
     # ---- devices -----------------------------------------------------------------------------
     def get_device_count(self) -> int:
-        return int(self._check(self._call("GetDeviceCount"), RocmStreamsError,
-                               "could not count the GPUs"))
+        """How many GPUs the runtime sees: asked once (the count is fixed when the runtime
+        starts), so a launch or a device check that needs it makes no runtime call."""
+        count = self._device_count
+        if count is None:
+            count = self._device_count = int(self._check(
+                self._call("GetDeviceCount"), RocmStreamsError, "could not count the GPUs"))
+        return count
 
     def set_device(self, ordinal: int) -> None:
         self._check(self._call("SetDevice", ordinal), RocmStreamsError,
