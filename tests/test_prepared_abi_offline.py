@@ -18,6 +18,7 @@ import rocmstreams as rs
 from conftest import collect
 from rocmstreams.backends import KernelDriver, native
 from rocmstreams.integrations.numba.prepared import ABI_ATTRIBUTE, PreparedLauncher
+from rocmstreams.memory import block_of
 
 CONFIG = (4, 1, 1, 128, 1, 1, 0)
 OK, FAILED = object(), object()
@@ -209,6 +210,46 @@ def test_an_array_of_another_type_goes_to_numba_and_then_has_its_own_specializat
     launcher(1, (f32, np.float32(1), 1), CONFIG)
     assert len(numba_calls) == 2
     assert [s[:9] for _, _, s in driver.launches] == [array_abi(f64), array_abi(f32)]
+
+
+@pytest.fixture
+def uses(monkeypatch):
+    """The uses the launcher tells the memory layer of, as ``(block, stream)``."""
+    from rocmstreams.integrations.numba import prepared
+    told = []
+    monkeypatch.setattr(prepared, "note_use", lambda block, stream: told.append((block, stream)))
+    return told
+
+
+def _launch_twice(saxpy_like, array, handle):
+    """Through Numba's launch, then the prepared one."""
+    d, kernel, nslots = saxpy_like
+    launcher, driver, numba_calls = make(d, {id(kernel): nslots})
+    for _ in range(2):
+        launcher(handle, (array, np.float32(1), 1), CONFIG)
+    assert len(numba_calls) == 1 and len(driver.launches) == 1
+
+
+def test_a_launch_off_a_pooled_arrays_home_stream_tells_the_memory_layer(saxpy_like, uses):
+    out = rs.empty((2, 2), np.float32)
+    _launch_twice(saxpy_like, out, 0x50)
+    assert uses == [(block_of(out), 0x50)] * 2
+
+
+def test_a_launch_on_a_pooled_arrays_home_stream_tells_the_memory_layer_nothing(saxpy_like,
+                                                                               uses):
+    out = rs.empty((2, 2), np.float32)
+    _launch_twice(saxpy_like, out, block_of(out).home)
+    assert uses == []
+
+
+def test_a_launch_tells_the_memory_layer_nothing_of_memory_rocmstreams_does_not_pool(saxpy_like,
+                                                                                    uses):
+    host = rs.pinned_empty((2, 2), np.float32)
+    view = rs.device_view(host)  # no pool block: its lifetime is the host array's
+    assert block_of(view) is None
+    _launch_twice(saxpy_like, view, 0x50)
+    assert uses == []
 
 
 def test_an_int_beyond_its_parameter_goes_to_numba_and_is_not_truncated(saxpy_like):

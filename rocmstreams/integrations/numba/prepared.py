@@ -105,7 +105,8 @@ def _offsets(fmt: list[str]) -> list[tuple[int, int]]:
 
 # The prepared launch of one specialization, generated from this template (its source is
 # registered with linecache, so tracebacks through it show these lines). Names it uses:
-# a<i> the arguments, C<i> their Python types, T<i> an array's Numba type, m<i> its cached ABI,
+# a<i> the arguments, C<i> their Python types, T<i> an array's Numba type, m<i> its cached ABI
+# (note tells the memory layer of a pooled array's use off its home stream; nothing else is told),
 # pack/buf/params/extra the owner thread's parameter buffer, buf2/params2/extra2 the shared one
 # (used under lock), last the arguments packed last, s the stream as the launch call takes it,
 # and one of two launch calls (each a few lines, below):
@@ -158,7 +159,7 @@ _ARRAY_CHECK = """\
         m{i} = abi(a{i})
     if m{i}[0] is not T{i}:
         return False
-    if m{i}[2] != handle:
+    if m{i}[2] != handle and m{i}[3] is not None:
         note(m{i}[3], handle)
 """
 _SOURCES = itertools.count(1)
