@@ -461,26 +461,39 @@ def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     TypeError
         ``shape`` is not an int or a tuple of ints, or ``dtype`` holds Python objects.
     ValueError
-        A negative extent, a size no device can hold, or a ``device`` that is not the device of
-        ``stream``.
+        A negative extent, or a size no device can hold.
+    DeviceMismatchError
+        A ``device`` that is not the device of ``stream``; nothing was allocated.
     OutOfMemoryError
         The device cannot hold it, even after releasing what was dropped and cached; streams
         stay usable.
     """
+    return _empty(shape, dtype, device, stream, "empty")
+
+
+def _empty(shape: int | tuple[int, ...], dtype: Any, device: int | None,
+           stream: "RocmStream | None", call: str) -> DeviceArray:
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
-    core = None
-    if stream is not None:
-        core = core_of(stream, "empty(stream=)")
-        core.check(COPY)  # a closed stream is refused before anything is allocated
-        if device is None:
-            device = core.device
+    if stream is None:
+        return _new(shape, dtype, nbytes, check_device(device), None)
+    core = core_of(stream, f"{call}(stream=)")
+    core.check(COPY)  # a closed stream is refused before anything is allocated
+    return _new(shape, dtype, nbytes, _allocation_device(device, core, call), core)
+
+
+def _allocation_device(device: int | None, core: StreamCore, call: str) -> int:
+    """The ordinal of ``device`` for memory of ``core``'s stream: the stream's device when
+    None; DeviceMismatchError (before anything is allocated) for any other device."""
+    if device is None:
+        return core.device
     ordinal = check_device(device)
-    if core is not None and ordinal != core.device:
-        raise ValueError(f"device={ordinal} is not the device of the stream (device "
-                         f"{core.device}); allocate on a stream of device {ordinal}, or leave "
-                         "device out")
-    return _new(shape, dtype, nbytes, ordinal, core)
+    if ordinal != core.device:
+        raise DeviceMismatchError(
+            f"{call}: device={ordinal} is not the device of the stream (device {core.device}); "
+            f"leave device out to use the stream's device, or pass a stream of device "
+            f"{ordinal} (rs.RocmStream(device={ordinal})); nothing was allocated")
+    return ordinal
 
 
 def _new(shape: tuple[int, ...], dtype: np.dtype, nbytes: int, device: int,
@@ -495,7 +508,7 @@ def empty_like(ary: Any, *, device: int | None = None,
                stream: "RocmStream | None" = None) -> DeviceArray:
     """An uninitialised device array with ``ary``'s shape and dtype (see :func:`empty`)."""
     info = describe(ary)
-    return empty(info.shape, info.dtype, device=device, stream=stream)
+    return _empty(info.shape, info.dtype, device, stream, "empty_like")
 
 
 def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
@@ -504,6 +517,11 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     async copy there (the legacy default stream when omitted; see :func:`empty`).
 
     From pageable memory the call returns once ``ary`` has been read (see :func:`copy_async`).
+
+    Raises
+    ------
+    DeviceMismatchError
+        A ``device`` that is not the device of ``stream``; nothing was allocated.
     """
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
@@ -512,13 +530,9 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     core = _core(stream) if stream is not None or device is None else \
         default_core(check_device(device))
     core.check(COPY)
+    ordinal = _allocation_device(device, core, "to_device")
     if not ary.flags.c_contiguous:
         ary = np.ascontiguousarray(ary)
-    ordinal = core.device if device is None else check_device(device)
-    if ordinal != core.device:
-        raise ValueError(f"device={ordinal} is not the device of the stream (device "
-                         f"{core.device}); copy on a stream of device {ordinal}, or leave "
-                         "device out")
     out = _new(ary.shape, dtype, ary.nbytes, ordinal, core)
     _copy(core, out, ary, stream)
     return out

@@ -210,9 +210,25 @@ def test_a_kernel_given_an_array_of_another_device_is_refused_before_launch(
     np.testing.assert_array_equal(b1.copy_to_host(stream=s1), x)
 
 
-def test_to_device_with_device_and_a_stream_of_another_is_refused(devices, streams, rng):
-    with pytest.raises(ValueError, match="device=1 is not the device of the stream"):
-        rs.to_device(_random(rng), stream=streams[0], device=1)
+ALLOCATING_CALLS = {
+    "empty": lambda x, **where: rs.empty(x.shape, x.dtype, **where),
+    "empty_like": lambda x, **where: rs.empty_like(x, **where),
+    "to_device": lambda x, **where: rs.to_device(x, **where),
+}
+
+
+@pytest.mark.parametrize("call", ALLOCATING_CALLS)
+def test_a_device_other_than_the_streams_is_refused_before_anything_is_allocated(
+        devices, streams, rng, call):
+    x = _random(rng)
+    before = [(rs.memory_stats(d)["allocations"], rs.memory_stats(d)["reserved_bytes"])
+              for d in devices]
+    with pytest.raises(rs.DeviceMismatchError,
+                       match=rf"^{call}: device=0 is not the device of the stream \(device 1\); "
+                             r"leave device out"):
+        ALLOCATING_CALLS[call](x, stream=streams[1], device=0)
+    assert [(rs.memory_stats(d)["allocations"], rs.memory_stats(d)["reserved_bytes"])
+            for d in devices] == before
 
 
 # ---- peer copies ---------------------------------------------------------------------------
