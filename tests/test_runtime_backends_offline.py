@@ -105,7 +105,7 @@ class FakeBinding:
 
 
 def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool = False,
-                 native_entry_points=None
+                 native_entry_points=None, stream_object=int
                  ) -> tuple[RuntimeBackend, FakeBinding]:
     binding = FakeBinding()
     adapter = RuntimeAdapter(
@@ -122,7 +122,8 @@ def make_backend(releases_gil: bool = True, launch_host_func=None, pools: bool =
         if pools else None,
         pool_set_attribute=(lambda call, pool, name, value: call("MemPoolSetAttribute", pool,
                                                                  name, value))
-        if pools else None, peer_already_enabled=PEER_ALREADY_ENABLED)
+        if pools else None, peer_already_enabled=PEER_ALREADY_ENABLED,
+        stream_object=stream_object)
     return RuntimeBackend(adapter), binding
 
 
@@ -580,6 +581,16 @@ def test_the_pool_keeps_at_most_stream_pool_size_streams_per_key():
     be.stream_pool_size = 0
     be.stream_destroy(handles[0])
     assert _calls(binding, "StreamDestroy")[-1] == (handles[0],)
+
+
+def test_the_pools_idle_check_reuses_the_streams_one_binding_object():
+    made = []
+    be, binding = make_backend(stream_object=lambda handle: made.append(handle) or handle)
+    handle = be.stream_create(True, 0, 0)
+    be.stream_calls(handle).query()  # as a RocmStream's door does
+    be.stream_destroy(handle)
+    assert _calls(binding, "StreamQuery") == [(handle,), (handle,)]
+    assert _calls(binding, "StreamDestroy") == [] and made == [handle]
 
 
 def test_a_stream_the_backend_did_not_create_is_destroyed_not_pooled():

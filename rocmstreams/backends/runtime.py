@@ -228,8 +228,6 @@ class RuntimeBackend:
         # serve the RocmStream that reuses it), and the binding's event objects by handle
         self._calls: dict[int, RuntimeStreamCalls] = {}
         self._events: dict[int, Any] = {}
-        # the binding's objects of pooled streams, which the pool's idle check queries
-        self._stream_objects: dict[int, Any] = {}
         self._pid = os.getpid()
         # stream-ordered memory: the pool of each device (None: our own cache), the cache's
         # blocks by (device, stream, rounded size), the bytes each device's cache holds, and
@@ -460,17 +458,12 @@ class RuntimeBackend:
             pool = self._stream_pool.get(key)
             if pool is None:
                 pool = self._stream_pool.setdefault(key, [])
-            if len(pool) < self.stream_pool_size:
-                obj = self._stream_objects.get(stream)
-                if obj is None:
-                    obj = self._stream_objects[stream] = self._a.stream_object(stream)
-                if self._fn("StreamQuery")(obj)[0] is self._success:
-                    live.pop(stream, None)
-                    pool.append(stream)
-                    return
+            if len(pool) < self.stream_pool_size and self.stream_calls(stream).idle():
+                live.pop(stream, None)
+                pool.append(stream)
+                return
         self._a.kernels.forget(stream)
         self._calls.pop(stream, None)
-        self._stream_objects.pop(stream, None)
         if not self._a.releases_gil:
             self._wait_polling("StreamQuery", self._stream(stream))
         result = self._fn("StreamDestroy")(stream)
@@ -777,6 +770,11 @@ class RuntimeStreamCalls:
         if result[0] is self._ok:
             return True
         return self._be._ready(result, f"querying stream {self.handle:#x} failed")
+
+    def idle(self) -> bool:
+        """Whether all work queued on the stream has finished, without failing: a query that
+        never raises (not ready and every failure alike answer False)."""
+        return self._query(self._obj)[0] is self._ok
 
     def synchronize(self) -> None:
         if not self._a.releases_gil:
