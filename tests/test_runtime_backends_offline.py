@@ -669,6 +669,14 @@ def test_the_memory_stream_is_made_once_and_not_counted_as_live():
 
 
 # ---- devices -----------------------------------------------------------------------------------
+def test_the_memory_stream_of_a_device_is_made_with_that_device_current_then_the_previous():
+    be, binding = make_backend()
+    be.memory_stream(1)
+    assert [n for n, _ in binding.calls if n != "GetDevice"] == [
+        "SetDevice", "StreamCreateWithPriority", "SetDevice"]
+    assert _calls(binding, "SetDevice") == [(1,), (60443484,)]  # the fake's current device
+
+
 def test_the_device_count_is_asked_of_the_runtime_once():
     be, binding = make_backend()
     assert [be.get_device_count() for _ in range(3)] == [60443484] * 3

@@ -15,10 +15,10 @@ import threading
 from typing import Callable
 
 from ..errors import BackendUnavailableError
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, Backend, KernelDriver, StreamCalls
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, Backend, KernelDriver, StreamCalls, on_device
 
 __all__ = ["Backend", "StreamCalls", "KernelDriver", "active", "on_select", "selected",
-           "LEGACY_STREAM", "PER_THREAD_STREAM", "BACKENDS"]
+           "on_device", "LEGACY_STREAM", "PER_THREAD_STREAM", "BACKENDS"]
 
 #: The backends a process can choose from, in the order automatic selection tries them.
 BACKENDS = ("cuda", "hip", "cpu")

@@ -8,10 +8,12 @@ binding's own handle types and never branch on the backend. Every call returns v
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
-__all__ = ["LEGACY_STREAM", "PER_THREAD_STREAM", "Backend", "StreamCalls", "KernelDriver"]
+__all__ = ["LEGACY_STREAM", "PER_THREAD_STREAM", "Backend", "StreamCalls", "KernelDriver",
+           "on_device"]
 
 #: Handle of the legacy default (NULL) stream on every backend.
 LEGACY_STREAM = 0
@@ -201,3 +203,18 @@ class Backend(Protocol):
     def live_handles(self) -> dict[str, int]:
         """How many streams (in use), events and allocations this backend made and has not
         released, and how many idle streams it keeps pooled (``"pooled_streams"``)."""
+
+
+@contextlib.contextmanager
+def on_device(backend: Backend, ordinal: int) -> Iterator[None]:
+    """Make ``ordinal`` the calling thread's current device of ``backend`` for the block, the
+    previous one current again after (no call where it is current already)."""
+    previous = backend.get_device()
+    if previous == ordinal:
+        yield
+        return
+    backend.set_device(ordinal)
+    try:
+        yield
+    finally:
+        backend.set_device(previous)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence, cast
 from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDeviceError,
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
 from . import native
-from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
+from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver, on_device
 
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NativeStreamCalls",
            "NumbaKernels", "capture_codes", "KEEP_ALL"]
@@ -373,16 +373,11 @@ class RuntimeBackend:
                           f"could not ask whether device {device} can access device {peer}")
         if not int(can):
             return False
-        previous = self.get_device()
-        self.set_device(device)
-        try:
+        with on_device(self, device):
             result = self._call("DeviceEnablePeerAccess", peer, 0)
-            if result[0] is not self._success and int(result[0]) != self._a.peer_already_enabled:
-                self._check(result, RocmStreamsError,
-                            f"could not enable access from device {device} to device {peer}")
-        finally:
-            if previous != device:
-                self.set_device(previous)
+        if result[0] is not self._success and int(result[0]) != self._a.peer_already_enabled:
+            self._check(result, RocmStreamsError,
+                        f"could not enable access from device {device} to device {peer}")
         return True
 
     def get_device(self) -> int:
@@ -578,17 +573,10 @@ class RuntimeBackend:
         found = self._memory_streams.get(device)
         if found is not None:
             return found
-        previous = self.get_device()
-        if previous != device:
-            self.set_device(device)
-        try:
-            handle = int(self._check(self._call("StreamCreateWithPriority",
-                                                self._a.stream_non_blocking, 0),
-                                     StreamCreationError,
-                                     f"could not create the memory stream of device {device}"))
-        finally:
-            if previous != device:
-                self.set_device(previous)
+        with on_device(self, device):
+            result = self._call("StreamCreateWithPriority", self._a.stream_non_blocking, 0)
+        handle = int(self._check(result, StreamCreationError,
+                                 f"could not create the memory stream of device {device}"))
         found = self._memory_streams.setdefault(device, handle)
         if found == handle:
             self._calls[handle] = RuntimeStreamCalls(self, handle)

@@ -1,13 +1,12 @@
 """Device ordinals: checked in Python before any runtime call, and the current-device scope."""
 from __future__ import annotations
 
-import contextlib
 import operator
-from typing import Iterator, SupportsIndex, cast
+from typing import ContextManager, SupportsIndex, cast
 
 import numpy as np
 
-from ..backends import active
+from ..backends import active, on_device
 from ..errors import InvalidDeviceError
 
 __all__ = ["device_count", "check_device", "using_device", "priority_range",
@@ -47,19 +46,9 @@ def check_device(device: object | None) -> int:
     return ordinal
 
 
-@contextlib.contextmanager
-def using_device(ordinal: int) -> Iterator[None]:
+def using_device(ordinal: int) -> ContextManager[None]:
     """Make ``ordinal`` current for the block, restoring the previous device after."""
-    be = active()
-    previous = be.get_device()
-    if previous == ordinal:
-        yield
-        return
-    be.set_device(ordinal)
-    try:
-        yield
-    finally:
-        be.set_device(previous)
+    return on_device(active(), ordinal)
 
 
 def priority_range(device: object | None = None) -> tuple[int, int]:
