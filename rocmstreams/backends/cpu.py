@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import (BackendUnavailableError, CaptureError, EventNotReadyError,
                       InvalidDeviceError, OutOfMemoryError, RocmStreamsError, SynchronizeError)
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
+from .holds import StreamHolds
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
@@ -214,8 +215,7 @@ class CpuBackend:
         self._cached: dict[tuple[int, int], list[np.ndarray]] = {}
         self._ordered: dict[tuple[_Worker, int], list[np.ndarray]] = {}  # freed, not yet run
         self._pool_bytes: dict[int, list[int]] = {}
-        self._holds: dict[int, int] = {}
-        self._doomed: set[int] = set()
+        self._holds = StreamHolds(self._lock)
         self.release_threshold = (1 << 64) - 1
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -232,7 +232,7 @@ class CpuBackend:
         self._blocking, self._ended = [], []
         self._memory_handles = {}
         self._start_memory_stream(0)
-        self._holds, self._doomed = {}, set()
+        self._holds = StreamHolds(self._lock)
 
     def _start_memory_stream(self, device: int) -> int:
         """The stream of ``device`` for memory allocated without one; device 0's is started
@@ -409,9 +409,8 @@ class CpuBackend:
 
     def stream_destroy(self, stream: int) -> None:
         with self._lock:
-            if self._holds.get(stream):
-                self._doomed.add(stream)  # stopped by the last stream_unhold
-                return
+            if self._holds.defer_destroy(stream):
+                return  # stopped by the last stream_unhold
             worker = self._streams.pop(stream, None)
             if worker is None:
                 raise _fail(RocmStreamsError, f"no live stream has handle {stream:#x}",
@@ -634,23 +633,11 @@ class CpuBackend:
         return True
 
     def stream_hold(self, stream: int) -> None:
-        with self._lock:
-            if stream in self._streams:
-                self._holds[stream] = self._holds.get(stream, 0) + 1
+        self._holds.hold(stream, self._streams)
 
     def stream_unhold(self, stream: int) -> None:
-        with self._lock:
-            count = self._holds.get(stream)
-            if not count:
-                return
-            if count > 1:
-                self._holds[stream] = count - 1
-                return
-            del self._holds[stream]
-            if stream not in self._doomed:
-                return
-            self._doomed.discard(stream)
-        self.stream_destroy(stream)
+        if self._holds.unhold(stream):
+            self.stream_destroy(stream)
 
     def _buffer_at(self, addr: int) -> np.ndarray | None:
         """The allocation holding ``addr``, or None for pageable host memory."""

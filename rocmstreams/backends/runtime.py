@@ -47,6 +47,7 @@ from ..errors import (CaptureError, EventError, EventNotReadyError, InvalidDevic
                       OutOfMemoryError, RocmStreamsError, StreamCreationError, SynchronizeError)
 from . import native
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver, on_device
+from .holds import StreamHolds
 
 __all__ = ["RuntimeAdapter", "RuntimeBackend", "RuntimeStreamCalls", "NativeStreamCalls",
            "NumbaKernels", "capture_codes", "KEEP_ALL"]
@@ -236,9 +237,7 @@ class RuntimeBackend:
         self._cache: dict[tuple[int, int, int], list[int]] = {}
         self._cache_bytes: dict[int, list[int]] = {}  # device -> [reserved, peak, cached]
         self._sizes: dict[int, int] = {}
-        self._holds: dict[int, int] = {}
-        self._doomed: set[int] = set()
-        self._hold_lock = threading.Lock()
+        self._holds = StreamHolds(threading.Lock())
         self._memory_streams: dict[int, int] = {}
         self._peers: dict[tuple[int, int], bool] = {}  # (device, peer) -> direct access
         self._peer_lock = threading.Lock()
@@ -442,11 +441,8 @@ class RuntimeBackend:
         return found
 
     def stream_destroy(self, stream: int) -> None:
-        if self._holds:
-            with self._hold_lock:
-                if self._holds.get(stream):
-                    self._doomed.add(stream)  # destroyed by the last stream_unhold
-                    return
+        if self._holds.defer_destroy(stream):
+            return  # destroyed by the last stream_unhold
         live = self._live["streams"]
         key = live.get(stream)
         if key is not None and self.stream_pool_size > 0:
@@ -663,24 +659,11 @@ class RuntimeBackend:
                 self._set_pool(pool, "AttrReleaseThreshold", nbytes)
 
     def stream_hold(self, stream: int) -> None:
-        if stream not in self._live["streams"]:
-            return  # the default streams live for the process; a borrowed one is its owner's
-        with self._hold_lock:
-            self._holds[stream] = self._holds.get(stream, 0) + 1
+        self._holds.hold(stream, self._live["streams"])
 
     def stream_unhold(self, stream: int) -> None:
-        with self._hold_lock:
-            count = self._holds.get(stream)
-            if not count:
-                return
-            if count > 1:
-                self._holds[stream] = count - 1
-                return
-            del self._holds[stream]
-            if stream not in self._doomed:
-                return
-            self._doomed.discard(stream)
-        self.stream_destroy(stream)
+        if self._holds.unhold(stream):
+            self.stream_destroy(stream)
 
     # ---- graphs ------------------------------------------------------------------------------
     def graph_instantiate(self, graph: int) -> int:
