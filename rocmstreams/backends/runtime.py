@@ -102,6 +102,17 @@ def capture_codes(error_enum: Any, prefix: str) -> frozenset[int]:
     return frozenset(int(getattr(error_enum, prefix + name)) for name in _CAPTURE_ERRORS)
 
 
+def _take(kept: list[int] | None) -> int | None:
+    """One of the idle handles ``kept`` (pooled streams, cached blocks), taken; None where there
+    is none. Lock-free: another thread may take the last one between the check and the pop."""
+    if kept:
+        try:
+            return kept.pop()
+        except IndexError:
+            pass
+    return None
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -405,15 +416,10 @@ class RuntimeBackend:
     def stream_create(self, non_blocking: bool, priority: int, device: int) -> int:
         flags = self._a.stream_non_blocking if non_blocking else 0
         key = (device, flags, priority)
-        pool = self._stream_pool.get(key)
-        if pool:
-            try:
-                handle = pool.pop()
-            except IndexError:  # another thread took the last one
-                pass
-            else:
-                self._live["streams"][handle] = key
-                return handle
+        handle = _take(self._stream_pool.get(key))  # an idle stream released with these options
+        if handle is not None:
+            self._live["streams"][handle] = key
+            return handle
         result = self._fn("StreamCreateWithPriority")(flags, priority)
         if result[0] is not self._success:
             self._check(result, StreamCreationError,
@@ -606,17 +612,12 @@ class RuntimeBackend:
 
     def _cache_malloc(self, nbytes: int, stream: int, device: int) -> int:
         size = -(-max(nbytes, 1) // _CACHE_GRAIN) * _CACHE_GRAIN
-        found = self._cache.get((device, stream, size))
         usage = self._cache_bytes.setdefault(device, [0, 0, 0])
-        if found:
-            try:
-                ptr = found.pop()
-            except IndexError:  # another thread took the last one
-                pass
-            else:
-                usage[2] -= size
-                self._live["allocations"].add(ptr)
-                return ptr
+        found = _take(self._cache.get((device, stream, size)))
+        if found is not None:
+            usage[2] -= size
+            self._live["allocations"].add(found)
+            return found
         ptr = self.malloc(size)
         self._sizes[ptr] = size
         usage[0] += size
