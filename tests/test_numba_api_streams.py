@@ -203,3 +203,28 @@ def test_a_kernel_prepared_ahead_launches_first_behind_a_latched_stream_without_
 def test_prepare_refuses_arguments_that_do_not_fit():
     with pytest.raises(TypeError, match="nothing was launched"):
         rs.prepare(twice, 1, 2, 3)
+
+
+# A kernel written inside a function, `cuda` imported there (a closure cell, not a module global):
+# numba-cuda and numba-hip compile it; on cpu the simulator swaps its fake cuda module in for
+# globals only, so the closure saw the real package (no ``grid``) until the cpu backend swapped it.
+def _kernel_made_in_a_function():
+    from rocmstreams.kernels import cuda
+
+    @cuda.jit
+    def axpb(out, x, a, b):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = a * x[i] + b
+
+    return axpb
+
+
+def test_a_kernel_made_in_a_function_with_a_local_cuda_runs(stream, rng):
+    kernel = _kernel_made_in_a_function()
+    n = 300
+    x = rng.random(n).astype(np.float32)
+    dx = rs.to_device(x, stream=stream)
+    out = rs.empty_like(dx, stream=stream)
+    kernel[(n + 127) // 128, 128, stream](out, dx, np.float32(2), np.float32(1))
+    np.testing.assert_allclose(out.copy_to_host(stream=stream), 2 * x + 1, rtol=1e-6)

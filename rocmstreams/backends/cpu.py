@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import ctypes
 import itertools
 import os
@@ -38,7 +39,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -162,6 +163,47 @@ def _nothing() -> None:
 
 
 _ENGINE = threading.Lock()  # the simulator's single kernel slot
+
+
+class _KernelContextCuda:
+    """Stands in for ``numba.cuda`` in a kernel's closure while the simulator runs it: every
+    attribute comes from the simulator's current kernel context (its fake cuda module, with
+    ``grid``, ``threadIdx``, ...), as the simulator's own swap gives the kernel's globals."""
+
+    def __getattr__(self, name: str) -> Any:
+        from numba.cuda.simulator import kernel as simulated
+        context = simulated._get_kernel_context()
+        if context is None:
+            raise AttributeError(name)
+        return getattr(context, name)
+
+
+_CLOSURE_CUDA = _KernelContextCuda()
+
+
+@contextlib.contextmanager
+def _closure_cuda_swapped(fn: Any) -> Iterator[None]:
+    """The simulator swaps its fake ``cuda`` module in for a kernel's *globals* only: a kernel
+    written inside a function that imported ``cuda`` there (a closure cell) would see the real
+    simulator package, which has no ``grid``. Its cells holding ``numba.cuda`` are swapped too,
+    for the launch (under the engine lock: one kernel at a time)."""
+    from numba import cuda
+    cells = [c for c in (getattr(fn, "__closure__", None) or ())
+             if _cell_holds(c, cuda)]
+    for c in cells:
+        c.cell_contents = _CLOSURE_CUDA
+    try:
+        yield
+    finally:
+        for c in cells:
+            c.cell_contents = cuda
+
+
+def _cell_holds(cell: Any, value: Any) -> bool:
+    try:
+        return cell.cell_contents is value
+    except ValueError:  # an empty cell
+        return False
 
 
 class _ThreadMarker:
@@ -820,7 +862,8 @@ class CpuBackend:
             with _ENGINE:  # the simulator's kernel configuration lives on the dispatcher
                 dispatcher.grid_dim, dispatcher.block_dim = griddim, blockdim
                 dispatcher.dynshared_size = sharedmem
-                dispatcher(*fake)
+                with _closure_cuda_swapped(getattr(dispatcher, "fn", None)):
+                    dispatcher(*fake)
 
         self._submit(stream, run)
 
