@@ -18,7 +18,7 @@ from .backends import PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
 from .core.config import config
-from .core.device import check_device, using_device
+from .core.device import check_device, thread_token, using_device
 from .core.lifetime import Handle
 from .errors import CaptureError, DeviceMismatchError, OutOfMemoryError, RocmStreamsError
 from .streamcore import COPY, StreamCore, core_of, default_core
@@ -61,7 +61,8 @@ class DeviceBlock:
                  handle: Handle, others: dict[tuple[int, int], None], threads: set[int]) -> None:
         self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
         self.ready, self.handle, self.others = ready, handle, others
-        #: the threads (see :func:`_thread_token`) whose per-thread default stream it was used on
+        #: the threads (see :func:`~rocmstreams.core.device.thread_token`) whose per-thread
+        #: default stream it was used on
         self.threads = threads
         lifetime.own(self, handle)
 
@@ -95,19 +96,6 @@ class _Stats:
 
 _stats = _Stats()
 _uses = threading.Lock()  # taken only to add a stream to a block's others (the first use there)
-_thread = threading.local()
-_tokens = iter(range(1, 1 << 62))
-
-
-def _thread_token() -> int:
-    """This thread's number, never reused by a later thread (a thread ident can be): the
-    per-thread default stream handle names the calling thread's stream, so a block used on it
-    remembers which threads' streams those were."""
-    token = getattr(_thread, "token", None)
-    if token is None:
-        with _uses:
-            token = _thread.token = next(_tokens)
-    return token
 
 
 def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
@@ -134,7 +122,7 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
         ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
     others: dict[tuple[int, int], None] = {}
-    threads = {_thread_token()} if home == PER_THREAD_STREAM else set()
+    threads = {thread_token()} if home == PER_THREAD_STREAM else set()
     return DeviceBlock(ptr, nbytes, device, home, ready,
                        Handle(ptr, _releaser(be, nbytes, device, home, others, threads),
                               "device allocation"), others, threads)
@@ -178,7 +166,7 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
         rest = {key: None for key in others if key != (target, device)}
         try:
             try:
-                if threads and not threads <= {_thread_token()}:
+                if threads and not threads <= {thread_token()}:
                     # the per-thread handle names the *calling* thread's stream, and a release
                     # runs on whichever thread drains: on another thread than the one(s) that
                     # used it, no order can be made on theirs
@@ -245,7 +233,7 @@ def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) 
     if block is None:
         return
     if stream == PER_THREAD_STREAM:
-        token = _thread_token()
+        token = thread_token()
         if token not in block.threads:
             with _uses:
                 block.threads.add(token)

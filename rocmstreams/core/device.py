@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
+import threading
 from typing import Iterator, SupportsIndex, cast
 
 import numpy as np
@@ -11,7 +13,20 @@ from ..backends import active
 from ..errors import InvalidDeviceError
 
 __all__ = ["device_count", "check_device", "using_device", "priority_range",
-           "checked_priority_range"]
+           "checked_priority_range", "thread_token"]
+
+_thread = threading.local()
+_tokens = itertools.count(1)  # next() on a count is atomic under the GIL
+
+
+def thread_token() -> int:
+    """This thread's number, never reused by a later thread (a thread ident can be): the
+    per-thread default stream handle names the calling thread's stream, so what was used on it
+    remembers which threads' streams those were."""
+    token = getattr(_thread, "token", None)
+    if token is None:
+        token = _thread.token = next(_tokens)
+    return token
 
 
 def device_count() -> int:
