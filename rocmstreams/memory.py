@@ -327,6 +327,7 @@ def empty_cache() -> None:
         be.pool_trim(device)
     staging.free_buffers()
     pinned.trim()
+    lifetime.drain()  # what a collection during the trim handed to the queue
 
 
 class DeviceArray:
