@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import warnings
 from typing import Callable
 
 from .backends import PER_THREAD_STREAM, Backend, StreamCalls, active
@@ -154,8 +155,15 @@ def take(nbytes: int, device: int) -> PinnedBlock:
 
 def _destroy(be: Backend, events: list[tuple[int, int]]) -> None:
     for device, event in events:
-        with using_device(device):
-            be.event_destroy(event)
+        try:
+            with using_device(device):
+                be.event_destroy(event)
+        except RocmStreamsError as exc:  # cleanup warns, never raises
+            _warn(f"rocmstreams: destroying the pinned cache's event {event:#x} failed: {exc}")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ResourceWarning, stacklevel=3)
 
 
 def _allocate(size: int, device: int, cache: _HostCache) -> PinnedBlock:
@@ -244,15 +252,14 @@ def releaser(block: PinnedBlock) -> Callable[[int], None]:
 
 
 def _free(block: PinnedBlock) -> None:
-    be = block.backend
+    """Give ``block`` and its events back to the runtime; warns, never raises."""
+    events, block.events = block.events, {}
+    _destroy(block.backend, [(device, event) for (_, device, _), event in events.items()])
     try:
-        for (_, device, _), event in block.events.items():
-            with using_device(device):
-                be.event_destroy(event)
-    finally:
-        block.events = {}
         with using_device(block.device):
-            be.host_free(block.ptr)
+            block.backend.host_free(block.ptr)
+    except RocmStreamsError as exc:
+        _warn(f"rocmstreams: freeing page-locked memory at {block.ptr:#x} failed: {exc}")
 
 
 def trim() -> None:
