@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
-from . import staging
+from . import pinned, staging
 from .backends import PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
 from .core.config import config
-from .core.device import check_device, using_device
+from .core.device import check_device, thread_token, using_device
 from .core.lifetime import Handle
 from .errors import CaptureError, DeviceMismatchError, OutOfMemoryError, RocmStreamsError
 from .streamcore import COPY, StreamCore, core_of, default_core
@@ -32,14 +32,16 @@ __all__ = ["DeviceArray", "DeviceBlock", "empty", "empty_like", "to_device", "pi
 
 
 class _Block:
-    """One page-locked allocation, owned through a lifetime Handle; freed once no array views
-    it, through the release queue."""
+    """One page-locked array's lease on a block of the pinned cache, owned through a lifetime
+    Handle; once no array views it, the release queue gives the block back to the cache, which
+    hands it out again after the streams that used it have passed those uses."""
 
-    __slots__ = ("ptr", "nbytes", "device", "handle", "__weakref__")
+    __slots__ = ("ptr", "nbytes", "device", "block", "handle", "__weakref__")
 
-    def __init__(self, ptr: int, nbytes: int, device: int, handle: Handle) -> None:
-        self.ptr, self.nbytes, self.device, self.handle = ptr, nbytes, device, handle
-        lifetime.own(self, handle)
+    def __init__(self, block: pinned.PinnedBlock, nbytes: int, device: int) -> None:
+        self.ptr, self.nbytes, self.device, self.block = block.ptr, nbytes, device, block
+        self.handle = Handle(block.ptr, pinned.releaser(block), "page-locked memory")
+        lifetime.own(self, self.handle)
 
 
 class DeviceBlock:
@@ -61,7 +63,8 @@ class DeviceBlock:
                  handle: Handle, others: dict[tuple[int, int], None], threads: set[int]) -> None:
         self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
         self.ready, self.handle, self.others = ready, handle, others
-        #: the threads (see :func:`_thread_token`) whose per-thread default stream it was used on
+        #: the threads (see :func:`~rocmstreams.core.device.thread_token`) whose per-thread
+        #: default stream it was used on
         self.threads = threads
         lifetime.own(self, handle)
 
@@ -95,19 +98,6 @@ class _Stats:
 
 _stats = _Stats()
 _uses = threading.Lock()  # taken only to add a stream to a block's others (the first use there)
-_thread = threading.local()
-_tokens = iter(range(1, 1 << 62))
-
-
-def _thread_token() -> int:
-    """This thread's number, never reused by a later thread (a thread ident can be): the
-    per-thread default stream handle names the calling thread's stream, so a block used on it
-    remembers which threads' streams those were."""
-    token = getattr(_thread, "token", None)
-    if token is None:
-        with _uses:
-            token = _thread.token = next(_tokens)
-    return token
 
 
 def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
@@ -134,7 +124,7 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
         ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
     others: dict[tuple[int, int], None] = {}
-    threads = {_thread_token()} if home == PER_THREAD_STREAM else set()
+    threads = {thread_token()} if home == PER_THREAD_STREAM else set()
     return DeviceBlock(ptr, nbytes, device, home, ready,
                        Handle(ptr, _releaser(be, nbytes, device, home, others, threads),
                               "device allocation"), others, threads)
@@ -178,7 +168,7 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
         rest = {key: None for key in others if key != (target, device)}
         try:
             try:
-                if threads and not threads <= {_thread_token()}:
+                if threads and not threads <= {thread_token()}:
                     # the per-thread handle names the *calling* thread's stream, and a release
                     # runs on whichever thread drains: on another thread than the one(s) that
                     # used it, no order can be made on theirs
@@ -245,7 +235,7 @@ def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) 
     if block is None:
         return
     if stream == PER_THREAD_STREAM:
-        token = _thread_token()
+        token = thread_token()
         if token not in block.threads:
             with _uses:
                 block.threads.add(token)
@@ -307,24 +297,37 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     ``retries_after_release`` (allocations that first failed, then succeeded after releasing
     what was dropped and cached); ``pending_releases`` (dropped objects whose release waits for
     the next rocmstreams call).
+
+    Page-locked host memory allocated with ``device`` (see :func:`pinned_empty`), by the size
+    class of each block: ``pinned_in_use_bytes`` (arrays and staging buffers),
+    ``pinned_cached_bytes`` (kept for reuse; :func:`empty_cache` gives it back),
+    ``pinned_peak_bytes``, ``pinned_allocations`` (blocks taken from the runtime) and
+    ``pinned_reuses`` (blocks handed out again).
     """
     ordinal = check_device(device)
     with _stats.lock:
         found = dict(_stats.of(ordinal))
     found.update(active().pool_usage(ordinal))
+    found.update(pinned.usage(ordinal))
     found["pending_releases"] = lifetime.pending()
     return found
 
 
 def empty_cache() -> None:
     """Release now what dropped arrays and streams left in the release queue, give the memory
-    the pools cache back to the device (what the device has finished with), and free the idle
-    page-locked staging buffers."""
+    the pools cache back to the device (what the device has finished with), and give the
+    page-locked blocks the host cache keeps (idle staging buffers among them) back to the
+    runtime, those still used by a stream aside.
+
+    The runtime's free of page-locked memory waits for the whole device: this is the one call
+    that does it (dropping a pinned array never does)."""
     lifetime.drain()
     be = active()
     for device in range(be.get_device_count()):
         be.pool_trim(device)
     staging.free_buffers()
+    pinned.trim()
+    lifetime.drain()  # what a collection during the trim handed to the queue
 
 
 class DeviceArray:
@@ -544,17 +547,20 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
 
     Copies from and to it run asynchronously at full link speed, on a stream of any device (the
     memory is portable); ``device`` (the current one when omitted) is the one it is allocated
-    with, and the default device of :func:`device_view`. The memory is freed when the last
-    array viewing it is gone.
+    with, and the default device of :func:`device_view`.
+
+    The memory comes from a cache (see :mod:`rocmstreams.pinned`). Dropping the last array
+    viewing it never waits: the block is handed out again only after every stream rocmstreams
+    queued a copy from or into it on has passed that copy (an event recorded behind each copy,
+    queried, never waited for); :func:`empty_cache` gives cached blocks back to the runtime.
+    Memory given to :func:`device_view` is freed by the runtime instead (its kernels' uses are
+    not seen), which waits for the device.
     """
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
     ordinal = check_device(device)
-    be = active()
     lifetime.drain()
-    with using_device(ordinal):
-        ptr = be.host_malloc(nbytes)
-    block = _Block(ptr, nbytes, ordinal, Handle(ptr, be.host_free, "page-locked memory"))
+    block = _Block(pinned.take(nbytes, ordinal), nbytes, ordinal)
     raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
     raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
     # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
@@ -582,7 +588,9 @@ def device_view(ary: np.ndarray, *, device: int | None = None) -> DeviceArray:
     """A device's view of a page-locked array from :func:`pinned_empty` (no copy); ``device``
     is the one its kernels run on (the array's allocating device when omitted).
 
-    Kernels reading it see host writes as they happen, e.g. a flag the host sets.
+    Kernels reading it see host writes as they happen, e.g. a flag the host sets. Their uses
+    are not seen by the pinned cache, so the memory goes back to the runtime when dropped (a
+    free that waits for the device), not to the cache.
     """
     block = _pinned_block(ary)
     if block is None:
@@ -590,6 +598,7 @@ def device_view(ary: np.ndarray, *, device: int | None = None) -> DeviceArray:
     if not ary.flags.c_contiguous:
         raise ValueError("device_view needs a C-contiguous array")
     ordinal = block.device if device is None else check_device(device)
+    pinned.untrack(block.block)  # kernels reading it are not seen: freed after the device
     return DeviceArray._wrap(ary.ctypes.data, ary.shape, ary.dtype, ordinal, ary)
 
 
@@ -684,7 +693,8 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
         raise ValueError("the destination host array is read-only")
     peer = _peer(core, dst, src)
     host = dst if d.kind == "host" else src if s.kind == "host" else None
-    pageable = host is not None and _pinned_block(host) is None
+    lease = None if host is None else _pinned_block(host)
+    pageable = host is not None and lease is None
     if pageable and core.capture is not None:
         raise CaptureError(
             "a copy to or from pageable host memory cannot be captured into a graph: it reads "
@@ -703,7 +713,8 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
     if peer is not None:
         core.submit(COPY, _queue_peer_copy, dst, src, d, s, peer, core)
         return
-    core.submit(COPY, _queue_copy, dst, src, d, s, pageable, core)
+    core.submit(COPY, _queue_copy, dst, src, d, s, pageable, None if lease is None else
+                lease.block, core)
 
 
 def _queue_peer_copy(calls: Any, dst: DeviceArray, src: DeviceArray, d: ArrayInfo,
@@ -728,8 +739,9 @@ def _queue_peer_copy(calls: Any, dst: DeviceArray, src: DeviceArray, d: ArrayInf
 
 
 def _queue_copy(calls: Any, dst: Any, src: Any, d: ArrayInfo, s: ArrayInfo, pageable: bool,
-                core: StreamCore) -> None:
-    """Inside the door: the runtime copy, or a staged one for large pageable endpoints."""
+                host: pinned.PinnedBlock | None, core: StreamCore) -> None:
+    """Inside the door: the runtime copy, or a staged one for large pageable endpoints; a
+    copy from or into page-locked memory of the cache (``host``) is followed by its event."""
     if type(dst) is DeviceArray:
         note_use(dst.__rocmstreams_block__, calls.handle)
     if type(src) is DeviceArray:
@@ -744,3 +756,5 @@ def _queue_copy(calls: Any, dst: Any, src: Any, d: ArrayInfo, s: ArrayInfo, page
             staging.copy_to_host(core.backend, calls, core.device, dst, s.address, cfg)
             return
     calls.memcpy_async(d.address, s.address, nbytes)
+    if host is not None:
+        pinned.record_use(host, calls, core.device, core.capture is not None)

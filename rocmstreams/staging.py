@@ -24,8 +24,10 @@ are staged like pageable ones: correct, a little slower than copying them direct
 The tunables live in the configuration (``rocmstreams.configure(staging_chunk_bytes=...,
 staging_buffers=..., staging_threads=..., staging_min_bytes=..., staging_min_slice_bytes=...,
 stage_device_to_host=...)``), read at every call; copies smaller than ``staging_min_bytes`` stay
-direct. Staging buffers are owned through lifetime Handles and kept in a pool per device;
-:func:`free_buffers` frees the idle ones.
+direct. Staging buffers are blocks of the page-locked host cache (:mod:`rocmstreams.pinned`),
+each chunk's copy followed by the block's event on its stream, kept in a pool per device;
+:func:`free_buffers` gives the idle ones back to that cache, never waiting for a stream
+(``rs.empty_cache()`` frees them).
 """
 from __future__ import annotations
 
@@ -37,10 +39,9 @@ import threading
 
 import numpy as np
 
+from . import pinned
 from .backends import Backend, StreamCalls
 from .core.config import Config
-from .core.device import using_device
-from .core.lifetime import Handle
 
 __all__ = ["copy_to_device", "copy_to_host", "copy_between_devices", "free_buffers",
            "host_copy"]
@@ -49,47 +50,35 @@ _SLICE_ALIGN = 64  # slices start on cache lines
 
 
 class _Buffer:
-    """One page-locked staging buffer and the event that marks its last device copy."""
+    """One page-locked staging buffer: a block of the pinned cache, and its device."""
 
-    __slots__ = ("memory", "event", "nbytes", "view", "recorded", "_be")
+    __slots__ = ("block", "device", "nbytes", "view")
     view: np.ndarray
 
-    def __init__(self, be: Backend, nbytes: int) -> None:
-        ptr = be.host_malloc(nbytes)
-        self.memory = Handle(ptr, be.host_free, "staging buffer")
-        try:
-            self.event = Handle(be.event_create(False), be.event_destroy, "staging event")
-        except BaseException:
-            self.memory.close()
-            raise
-        self._be = be
+    def __init__(self, nbytes: int, device: int) -> None:
+        self.block = pinned.take(nbytes, device)
+        self.device = device
         self.nbytes = nbytes
         # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
         self.view = np.frombuffer(  # type: ignore[call-overload]
-            (ctypes.c_byte * nbytes).from_address(ptr), np.uint8)
-        self.recorded = False
+            (ctypes.c_byte * nbytes).from_address(self.block.ptr), np.uint8)
 
     @property
     def ptr(self) -> int:
-        return self.memory.value  # type: ignore[return-value]
+        return self.block.ptr
 
     def wait(self) -> None:
-        """Block until the device copy that last used this buffer has finished."""
-        if self.recorded:
-            self._be.event_synchronize(self.event.value)  # type: ignore[arg-type]
+        """Block until the device copies that used this buffer so far have finished."""
+        pinned.wait_for_uses(self.block)
 
     def mark(self, calls: StreamCalls) -> None:
-        calls.event_record(self.event.value)  # type: ignore[arg-type]
-        self.recorded = True
+        """After a copy using the buffer was queued on the stream of ``calls``."""
+        pinned.record_use(self.block, calls, self.device, False)
 
     def close(self) -> None:
-        """Free the buffer once its last copy is done; warns, never raises."""
-        try:
-            self.wait()
-        except Exception:  # noqa: BLE001 - the release below still runs
-            pass
-        self.event.close()
-        self.memory.close()
+        """Give the block back to the pinned cache, which reuses it once its copies are done;
+        no wait, no runtime call."""
+        pinned.release(self.block)
 
 
 class _Pool:
@@ -111,9 +100,8 @@ class _Pool:
         for buf in small:
             buf.close()
         try:
-            with using_device(self._device):
-                while len(fit) < count:
-                    fit.append(_Buffer(self._be, nbytes))
+            while len(fit) < count:
+                fit.append(_Buffer(nbytes, self._device))
         except BaseException:
             self.give(fit)
             raise

@@ -19,6 +19,7 @@ LAYERS = [
     ["errors"],
     ["backends"],
     ["core"],
+    ["pinned"],
     ["streamcore"],
     ["event", "graph", "staging", "trace"],
     ["stream"],

@@ -105,3 +105,20 @@ def test_peer_copies_smoke_checks_every_copy_and_names_what_is_missing(backend, 
         ours = [r for r in report["rows"] if r["library"] == "rocmstreams"]
         assert len(ours) == 4 and all("missing" not in r for r in ours)
     assert "GB/s" in stdout
+
+
+def test_alloc_mixed_smoke_measures_device_and_pinned_rows_and_names_missing_peers(
+        backend, tmp_path):
+    report, stdout = _run("alloc_mixed.py", tmp_path, "--ops", "300")
+    assert report["benchmark"] == "alloc_mixed" and report["ok"] and report["ops"] == 300
+    ours = [r for r in report["rows"] if r["library"] == "rocmstreams"]
+    assert [r["kind"] for r in ours] == ["device", "pinned"]
+    for r in ours:
+        assert r["flat"] is True and r["us_per_op"] > 0
+    peers = {(r["library"], r["kind"]) for r in report["rows"]} - {
+        ("rocmstreams", "device"), ("rocmstreams", "pinned")}
+    # measured, or a row saying why not
+    assert peers == {(p, k) for p in ("cupy", "torch") for k in ("device", "pinned")}
+    for r in report["rows"]:
+        assert "missing" in r or "error" in r or r["us_per_op"] > 0
+    assert "alloc+free" in stdout

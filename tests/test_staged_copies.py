@@ -261,18 +261,41 @@ def test_pageable_copies_on_a_capturing_stream_raise_capture_error_before_queuei
     graph.close()
 
 
-def test_free_buffers_returns_the_page_locked_memory(staged, backend, stream, rng):
-    staging.free_buffers()
+def test_empty_cache_returns_the_staging_buffers_page_locked_memory(staged, backend, stream,
+                                                                    rng):
+    stream.synchronize()
+    rs.empty_cache()  # nothing cached: the buffers below are new
     base = backend.live_handles()
     x = _random(rng, 8 * CHUNK // 4, np.float32)
     d = rs.to_device(x, stream=stream)
     e = rs.to_device(x, stream=stream)  # the second copy reuses the first one's buffers
     grown = {k: v - base[k] for k, v in backend.live_handles().items()}
     assert grown["allocations"] == 2 + BUFFERS and grown["events"] == BUFFERS
-    staging.free_buffers()
+    stream.synchronize()
+    rs.empty_cache()
     assert backend.live_handles() == {**base, "allocations": base["allocations"] + 2}
     for out in (d, e):
         np.testing.assert_array_equal(_back(out, stream), x)
+
+
+def test_free_buffers_gives_the_buffers_to_the_pinned_cache_without_waiting(staged, latch,
+                                                                            stream, rng):
+    """A staging buffer a latched stream still copies from goes back to the cache at once, and
+    is not handed out again before the stream has read it."""
+    x = _random(rng, BUFFERS * CHUNK // 4, np.float32)  # one chunk per buffer: no host wait
+    gate = latch().hold(stream)
+    d = rs.to_device(x, stream=stream)  # the chunks wait in the buffers behind the latch
+    before = rs.memory_stats()
+    staging.free_buffers()
+    after = rs.memory_stats()
+    assert not stream.query(), "giving the buffers back waited for the latched stream"
+    assert after["pinned_cached_bytes"] > before["pinned_cached_bytes"]
+    garbage = [rs.pinned_empty(CHUNK, np.uint8) for _ in range(2 * BUFFERS)]
+    for g in garbage:
+        g[:] = 0xEE
+    gate.release()
+    np.testing.assert_array_equal(_back(d, stream), x)
+    assert gate.released, f"latch timed out after {gate.polls} polls"
 
 
 def test_a_larger_chunk_size_replaces_the_smaller_pooled_buffers(staged, monkeypatch, stream,

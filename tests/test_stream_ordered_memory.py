@@ -49,8 +49,8 @@ def test_arrays_made_without_a_stream_do_not_chain_independent_streams(latch, ke
 
 
 def test_dropping_an_array_allocated_on_a_latched_stream_leaves_it_busy(latch, stream):
-    source = rs.pinned_empty(N, np.float32)  # kept: freeing page-locked memory waits for the
-    gate = latch().hold(stream)                # device (see the README's memory section)
+    source = rs.pinned_empty(N, np.float32)
+    gate = latch().hold(stream)
     d = rs.empty(N, np.float32, stream=stream)
     rs.copy_async(d, source, stream=stream)
     del d

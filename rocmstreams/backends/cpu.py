@@ -61,6 +61,15 @@ _NAMES = {_OUT_OF_MEMORY: "cpuErrorOutOfMemory", _INVALID_DEVICE: "cpuErrorInval
 _PRIORITY_RANGE = (0, -1)  # (least, greatest), as a GPU reports it
 
 
+def _size_class(nbytes: int) -> int:
+    """The bytes a pool block of ``nbytes`` takes: at least 512, else the next of four sizes per
+    power of two, so that mixed sizes find freed blocks to reuse (as the GPU pools do)."""
+    if nbytes <= 512:
+        return 512
+    step = 1 << max((nbytes - 1).bit_length() - 3, 0)
+    return -(-nbytes // step) * step
+
+
 def _fail(cls: type[RocmStreamsError], what: str, code: int, detail: str = "") -> RocmStreamsError:
     """The cpu backend's one error-construction point (``CpuBackend.error`` is this)."""
     return cls(what, backend="cpu", code=code, name=_NAMES.get(code, "cpuErrorUnknown"),
@@ -593,7 +602,7 @@ class CpuBackend:
     # to the pool, so memory is never handed out again before the work queued ahead of the free
     # (and whatever that work waited for) has run.
     def malloc_async(self, nbytes: int, stream: int, device: int) -> int:
-        size = -(-max(nbytes, 1) // 512) * 512
+        size = _size_class(nbytes)
         buf = None
         with self._lock:
             worker = self._worker(stream)  # a bad stream is refused before anything is allocated
@@ -628,7 +637,7 @@ class CpuBackend:
             if buf is None:
                 raise _fail(RocmStreamsError, f"{ptr:#x} is not an allocation", _INVALID_HANDLE)
             self._release(ptr)
-        size = -(-max(nbytes, 1) // 512) * 512
+        size = _size_class(nbytes)
         with self._lock:
             worker = self._worker(stream)
         self._same_device(worker, stream, device, "free memory of")

@@ -1,7 +1,9 @@
 """Device ordinals: checked in Python before any runtime call, and the current-device scope."""
 from __future__ import annotations
 
+import itertools
 import operator
+import threading
 from typing import ContextManager, SupportsIndex, cast
 
 import numpy as np
@@ -10,7 +12,20 @@ from ..backends import active, on_device
 from ..errors import InvalidDeviceError
 
 __all__ = ["device_count", "check_device", "using_device", "priority_range",
-           "checked_priority_range"]
+           "checked_priority_range", "thread_token"]
+
+_thread = threading.local()
+_tokens = itertools.count(1)  # next() on a count is atomic under the GIL
+
+
+def thread_token() -> int:
+    """This thread's number, never reused by a later thread (a thread ident can be): the
+    per-thread default stream handle names the calling thread's stream, so what was used on it
+    remembers which threads' streams those were."""
+    token = getattr(_thread, "token", None)
+    if token is None:
+        token = _thread.token = next(_tokens)
+    return token
 
 
 def device_count() -> int:

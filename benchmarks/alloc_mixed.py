@@ -1,0 +1,220 @@
+"""Mixed-size allocations and frees: rocmstreams' pools beside CuPy's and torch's caching
+allocators, for device memory and for page-locked host memory.
+
+One fixed-seed schedule of ``--ops`` allocations (sizes log-uniform from 256 B to 16 MiB, in
+multiples of 256 B); after each allocation the array is dropped at once, except that with
+probability 1/16 it replaces a random one of ``--alive`` slots kept alive (the array it pushes
+out is dropped then). Every library runs the same schedule:
+
+- device: ``rs.empty(n, np.uint8, stream=s)`` on a non-blocking RocmStream; ``cupy.empty`` on a
+  non-blocking ``cupy.cuda.Stream`` (its default memory pool); ``torch.empty(device="cuda")``
+  under ``torch.cuda.stream`` (its caching allocator);
+- pinned: ``rs.pinned_empty``; ``cupyx.empty_pinned`` (CuPy's pinned memory pool);
+  ``torch.empty(pin_memory=True)`` (torch's CachingHostAllocator).
+
+The contenders of a kind run in ``--rounds`` alternating rounds, each over the whole schedule;
+the figure is the best round's µs per allocation + free, and each peer's ratio is rocmstreams'
+figure over the peer's, measured in the same run. rocmstreams' rows also check that the bytes
+in use return to where they were once the schedule's arrays are gone (``flat``), and report how
+much the pool / the pinned cache grew. Peers are imported only where present; on the cpu
+backend only rocmstreams runs (its figures check the code, their µs mean little).
+
+Usage: ``python benchmarks/alloc_mixed.py [--ops 1000000] [--rounds 3] [--alive 16]
+[--json PATH] [--smoke]``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import _common
+
+MIN_BYTES, MAX_BYTES = 256, 16 << 20
+KEEP_ONE_IN = 16
+SEED = 20260101
+
+
+def schedule(ops: int, alive: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``(sizes, slots)``: the bytes of each allocation, and the slot it is kept in (-1: dropped
+    at once)."""
+    rng = np.random.default_rng(seed)
+    logs = rng.uniform(np.log2(MIN_BYTES), np.log2(MAX_BYTES), ops)
+    sizes = np.maximum((np.exp2(logs) // 256).astype(np.int64) * 256, MIN_BYTES)
+    keep = rng.integers(0, KEEP_ONE_IN, ops) == 0
+    slots = np.where(keep, rng.integers(0, alive, ops), -1)
+    return sizes, slots
+
+
+def run_schedule(alloc: Callable[[int], Any], sizes: list[int], slots: list[int],
+                 alive: int, finish: Callable[[], None]) -> float:
+    """Seconds for the whole schedule, ending with the kept arrays dropped and ``finish()``."""
+    kept: list[Any] = [None] * alive
+    start = time.perf_counter()
+    for n, slot in zip(sizes, slots):
+        a = alloc(n)
+        if slot >= 0:
+            kept[slot] = a
+        del a
+    kept = [None] * alive
+    finish()
+    return time.perf_counter() - start
+
+
+def _rocmstreams(kind: str) -> tuple[Callable[[int], Any], Callable[[], None], Callable[[], dict]]:
+    import rocmstreams as rs
+    if kind == "device":
+        s = rs.RocmStream(non_blocking=True)
+
+        def alloc(n: int) -> Any:
+            return rs.empty(n, np.uint8, stream=s)
+        finish = s.synchronize
+    else:
+        def alloc(n: int) -> Any:
+            return rs.pinned_empty(n, np.uint8)
+
+        def finish() -> None:
+            pass
+
+    def stats() -> dict:
+        import gc
+        gc.collect()
+        rs.default_stream().synchronize()  # drains the release queue
+        return rs.memory_stats()
+    return alloc, finish, stats
+
+
+def _cupy(kind: str) -> tuple[Callable[[int], Any], Callable[[], None]] | str:
+    cupy, why = _common.import_peer("cupy")
+    if cupy is None:
+        return why or "cupy is missing"
+    if kind == "device":
+        s = cupy.cuda.Stream(non_blocking=True)
+
+        def alloc(n: int) -> Any:
+            with s:
+                return cupy.empty(n, cupy.uint8)
+        return alloc, s.synchronize
+    cupyx, why = _common.import_peer("cupyx")
+    if cupyx is None:
+        return why or "cupyx is missing"
+
+    def alloc_pinned(n: int) -> Any:
+        return cupyx.empty_pinned((n,), np.uint8)
+    return alloc_pinned, lambda: None
+
+
+def _torch(kind: str) -> tuple[Callable[[int], Any], Callable[[], None]] | str:
+    torch, why = _common.import_peer("torch")
+    if torch is None:
+        return why or "torch is missing"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    if kind == "device":
+        s = torch.cuda.Stream()
+
+        def alloc(n: int) -> Any:
+            with torch.cuda.stream(s):
+                return torch.empty(n, dtype=torch.uint8, device="cuda")
+        return alloc, s.synchronize
+
+    def alloc_pinned(n: int) -> Any:
+        return torch.empty(n, dtype=torch.uint8, pin_memory=True)
+    return alloc_pinned, lambda: None
+
+
+def measure(kind: str, sizes: list[int], slots: list[int], alive: int, rounds: int,
+            peers: bool) -> list[dict[str, Any]]:
+    """The rows of one kind (``device`` or ``pinned``): rocmstreams first, then each peer."""
+    ops = len(sizes)
+    alloc, finish, stats = _rocmstreams(kind)
+    contenders: dict[str, tuple[Callable[[int], Any], Callable[[], None]]] = {
+        "rocmstreams": (alloc, finish)}
+    rows: dict[str, dict[str, Any]] = {}
+    for name, make in (("cupy", _cupy), ("torch", _torch)):
+        if not peers:
+            rows[name] = _common.missing_row(name, "peers run on a CUDA GPU only (this backend "
+                                                   "is cpu)", kind=kind)
+            continue
+        try:
+            found = make(kind)
+        except Exception as exc:  # noqa: BLE001 - a broken peer is a row, not a crash
+            found = f"{type(exc).__name__}: {exc}"
+        if isinstance(found, str):
+            rows[name] = _common.missing_row(name, found, kind=kind)
+        else:
+            contenders[name] = found
+    best: dict[str, float] = {}
+    before = stats()
+    steps = [(r, name) for r in range(rounds) for name in contenders]
+    for _, name in _common.progress(steps, f"{kind} alloc+free"):
+        if name in rows:
+            continue  # failed in an earlier round
+        fn, fin = contenders[name]
+        try:
+            seconds = run_schedule(fn, sizes, slots, alive, fin)
+        except Exception as exc:  # noqa: BLE001
+            rows[name] = {"library": name, "kind": kind, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        best[name] = min(best.get(name, seconds), seconds)
+    after = stats()
+    prefix = "" if kind == "device" else "pinned_"
+    ours = best.get("rocmstreams")
+    out = []
+    for name in contenders:
+        if name in rows:
+            continue
+        row: dict[str, Any] = {"library": name, "kind": kind, "ops": ops,
+                               "us_per_op": best[name] / ops * 1e6}
+        if name == "rocmstreams":
+            row["flat"] = after[f"{prefix}in_use_bytes"] == before[f"{prefix}in_use_bytes"]
+            grown = (after["reserved_bytes"] - before["reserved_bytes"] if kind == "device"
+                     else after["pinned_cached_bytes"] - before["pinned_cached_bytes"])
+            row["cache_growth_mib"] = grown / (1 << 20)
+        elif ours is not None:
+            row["ratio"] = ours / best[name]  # rocmstreams' time over the peer's
+        out.append(row)
+    return out + [rows[name] for name in ("cupy", "torch") if name in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=None,
+                        help="allocations per round (default 10**6; 2000 smoke)")
+    parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 smoke")
+    parser.add_argument("--alive", type=int, default=16, help="slots of arrays kept alive")
+    parser.add_argument("--kinds", default="device,pinned", help="device, pinned or both")
+    parser.add_argument("--json", default=None, help="write the report here")
+    parser.add_argument("--smoke", action="store_true", help="small sizes")
+    args = parser.parse_args(argv)
+    ops = args.ops or (2000 if args.smoke else 10 ** 6)
+    rounds = args.rounds or (1 if args.smoke else 3)
+    env = _common.environment()
+    sizes, slots = schedule(ops, args.alive)
+    size_list, slot_list = sizes.tolist(), slots.tolist()
+    rows: list[dict[str, Any]] = []
+    for kind in args.kinds.split(","):
+        rows += measure(kind, size_list, slot_list, args.alive, rounds,
+                        peers=env["backend"] != "cpu")
+    ok = all("error" not in r for r in rows) and all(
+        r["flat"] for r in rows if r["library"] == "rocmstreams")
+    title = (f"mixed alloc+free, {ops} ops of 256 B..16 MiB ({int(np.median(sizes))} B median), "
+             f"{args.alive} kept alive, best of {rounds} ({env['backend']}); ratio = "
+             "rocmstreams / peer")
+    _common.print_table(title, [("library", "library", ""), ("kind", "kind", ""),
+                                ("us_per_op", "us/op", ".2f"), ("ratio", "ratio", ".2f"),
+                                ("flat", "flat", ""),
+                                ("cache_growth_mib", "cache grew MiB", ".1f")], rows)
+    if args.json:
+        _common.write_json(args.json, {
+            "benchmark": "alloc_mixed", "environment": env, "ops": ops, "rounds": rounds,
+            "alive": args.alive, "seed": SEED, "min_bytes": MIN_BYTES, "max_bytes": MAX_BYTES,
+            "rows": rows, "ok": ok})
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
