@@ -185,6 +185,8 @@ FOREIGN = {
     "_can_compile": "numba's dispatcher: whether an explicit signature fixes its overloads",
     "_launch_config_sensitive": "numba's dispatcher: kernels that depend on their grid",
     "_cond": "the cpu backend's worker, read by the backend that owns it",
+    "_get_kernel_context": "numba's simulator: the fake cuda module of the kernel it runs, for "
+                           "a kernel's closure cells (the simulator swaps it in for globals)",
 }
 
 
