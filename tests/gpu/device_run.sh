@@ -164,7 +164,7 @@ if [ -n "${COMPARE:-}" ]; then
     "$out"/overhead_new_*.json | tee "$out/compare.txt"
 fi
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT;
-# BENCHES picks some of them (default "overhead staged pipeline").
+# BENCHES picks some of them (default "overhead staged pipeline"; also alloc_mixed).
 if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
   export ROCMSTREAMS_BACKEND=cuda
   for b in ${BENCHES:-overhead staged pipeline}; do
@@ -177,6 +177,10 @@ if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
         echo "=== benchmarks/staged_copies.py ==="
         timeout 200 python3 benchmarks/staged_copies.py --json "$out/staged_copies.json" > "$out/staged_copies.txt" 2>/dev/null
         echo "exit $?"; tail -n 30 "$out/staged_copies.txt" ;;
+      alloc_mixed)
+        echo "=== benchmarks/alloc_mixed.py ==="
+        timeout 300 python3 benchmarks/alloc_mixed.py --json "$out/alloc_mixed.json" > "$out/alloc_mixed.txt" 2>/dev/null
+        echo "exit $?"; tail -n 30 "$out/alloc_mixed.txt" ;;
       pipeline)
         echo "=== benchmarks/pipeline.py ==="
         timeout 200 python3 benchmarks/pipeline.py --json "$out/pipeline.json" > "$out/pipeline.txt" 2>/dev/null
