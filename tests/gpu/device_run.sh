@@ -179,7 +179,7 @@ if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
         echo "exit $?"; tail -n 30 "$out/staged_copies.txt" ;;
       alloc_mixed)
         echo "=== benchmarks/alloc_mixed.py ==="
-        timeout 300 python3 benchmarks/alloc_mixed.py --json "$out/alloc_mixed.json" > "$out/alloc_mixed.txt" 2>/dev/null
+        timeout ${ALLOC_TIMEOUT:-400} python3 benchmarks/alloc_mixed.py --ops ${ALLOC_OPS:-1000000} --json "$out/alloc_mixed.json" > "$out/alloc_mixed.txt" 2>/dev/null
         echo "exit $?"; tail -n 30 "$out/alloc_mixed.txt" ;;
       pipeline)
         echo "=== benchmarks/pipeline.py ==="
