@@ -27,7 +27,7 @@ from .core.lifetime import Handle
 from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
 
 __all__ = ["StreamCore", "Capture", "core_of", "default_core", "refuse_in_callback",
-           "wait_blocking", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
+           "wait_blocking", "release_when_done", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
 
 T = TypeVar("T")
 
@@ -170,6 +170,33 @@ def wait_blocking(query: Callable[[], bool], block: Callable[[], None], timeout:
                                    "running and stays queued; wait again, or query() to poll")
     if failure:
         raise failure[0]
+
+
+def release_when_done(block: Callable[[], None], holders: list[Handle]) -> None:
+    """Close ``holders`` now and release their handles once ``block()``, the runtime's blocking
+    wait for the work that still uses them, has returned on a waiter thread; never waits here.
+
+    What a wait that is given up (Ctrl-C) leaves behind is released this way: never while the
+    device may still use it, never leaked.
+    """
+    for holder in holders:
+        holder.enter()  # left when the runtime wait returns: only then is a handle released
+
+    def job() -> None:
+        try:
+            block()
+        except BaseException:  # noqa: BLE001 - a failed wait still ends the use; release
+            pass
+        finally:
+            for holder in holders:
+                holder.leave()
+
+    try:
+        _waiters.submit(job)
+    except RuntimeError:  # the waiter pool is shut down (interpreter exit): wait here
+        job()
+    for holder in holders:
+        holder.close()
 
 
 class Capture:
