@@ -4,8 +4,14 @@ a Chrome trace (which Perfetto opens).
 
 Times come from timing events recorded on the operation's own stream just before and just after
 it (on GPU backends the runtime's events; on the cpu backend the worker's clock), read against one
-reference event, so they are when the work ran, not when it was queued. Outside a trace nothing
-is recorded and nothing is paid but one check in the stream core's door.
+reference event, so they are when the work ran, not when it was queued. The reference event is
+recorded on a non-blocking stream of the trace's own, idle, so entering a trace waits for no user
+work; it has run before the trace opens, so every traced operation starts after it. Outside a
+trace nothing is recorded and nothing is paid but one check in the stream core's door.
+
+Its waits are interruptible: Ctrl-C ends them at once, and leaving the block by Ctrl-C waits for
+nothing (the trace keeps the operations that had finished). The trace's events are destroyed once
+the work that records them has run, never while the device may still write them.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ from typing import Any, Iterator
 
 from .backends import Backend, active
 from .core.arrays import describe
-from .streamcore import COPY, GRAPH_LAUNCH, HOST_FUNC, LAUNCH, RECORD, WAIT, StreamCore, tracers
+from .core.lifetime import Handle
+from .streamcore import (COPY, GRAPH_LAUNCH, HOST_FUNC, LAUNCH, RECORD, WAIT, StreamCore,
+                         release_when_done, tracers, wait_blocking)
 
 __all__ = ["Trace", "TraceRecord", "trace", "range"]
 
@@ -71,6 +79,8 @@ class Trace:
         self._ranges: list[_Range] = []
         self.records: list[TraceRecord] = []
         self._reference = 0
+        self._events: Handle | None = None  # owns the reference and, once done, all events
+        self._spent: list[int] = []  # the operations' events, released with the reference
         self._host_zero = 0.0
         self._open = False
 
@@ -103,31 +113,77 @@ class Trace:
     # ---- the block ---------------------------------------------------------------------------
     def _start(self) -> None:
         be = self._backend
-        self._reference = be.event_create(True)
-        be.stream_calls(0).event_record(self._reference)
-        be.event_synchronize(self._reference)
+        reference = self._reference = be.event_create(True)
+        self._events = events = Handle(reference, self._destroy_events, "trace's events")
+        try:
+            own = be.stream_create(True, 0, be.get_device())  # the current device's
+            try:
+                be.stream_calls(own).event_record(reference)
+                wait_blocking(lambda: be.event_query(reference),
+                              lambda: be.event_synchronize(reference), None, "rs.trace()",
+                              events)
+            finally:
+                be.stream_destroy(own)  # its work (the record) still runs, as for every stream
+        except BaseException:
+            release_when_done(lambda: be.event_synchronize(reference), [events])
+            raise
         self._host_zero = time.perf_counter()
         self._open = True
         tracers.append(self)
 
-    def _finish(self) -> None:
+    def _finish(self, wait: bool) -> None:
+        """Close the trace: wait for the traced work (``wait``; interruptibly) and keep the
+        records of the operations that finished; the events go once their work has run."""
         tracers.remove(self)
         self._open = False
         be = self._backend
-        for p in self._pending:
-            be.event_synchronize(p.end)
-            p.record.start_ms = be.event_elapsed_time(self._reference, p.start)
-            p.record.end_ms = max(p.record.start_ms,
-                                  be.event_elapsed_time(self._reference, p.end))
-            self.records.append(p.record)
-            be.event_destroy(p.start)
-            be.event_destroy(p.end)
-        self._pending.clear()
-        be.event_destroy(self._reference)
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self._spent = [event for p in pending for event in (p.start, p.end)]
+        ends = [p.end for p in pending]
+
+        def ran() -> bool:
+            return all(be.event_query(end) for end in ends)
+
+        def run() -> None:
+            for end in ends:
+                be.event_synchronize(end)
+
+        events: Handle = self._events  # type: ignore[assignment]
+        try:
+            if wait:
+                wait_blocking(ran, run, None, "leaving rs.trace()", events)
+            self._read(pending)
+        finally:
+            if ran():
+                events.close()
+            else:  # left by Ctrl-C: the events go when the work that records them has run
+                release_when_done(run, [events])
         for r in self._ranges:
             self.records.append(TraceRecord("range", -1, -1, (r.host_start - self._host_zero) * 1e3,
                                             (r.host_end - self._host_zero) * 1e3, name=r.name))
         self.records.sort(key=lambda rec: (rec.start_ms, rec.end_ms))
+
+    def _read(self, pending: list[_Pending]) -> None:
+        """The records of the operations that have finished, timed against the reference."""
+        be = self._backend
+        for p in pending:
+            if be.event_query(p.end):  # its start, earlier on its stream, has run too
+                p.record.start_ms = be.event_elapsed_time(self._reference, p.start)
+                p.record.end_ms = max(p.record.start_ms,
+                                      be.event_elapsed_time(self._reference, p.end))
+                self.records.append(p.record)
+
+    def _destroy_events(self, reference: int) -> None:
+        """Destroy the reference and the operations' events (all done): each, whatever fails."""
+        failed: Exception | None = None
+        for event in [reference, *self._spent]:
+            try:
+                self._backend.event_destroy(event)
+            except Exception as exc:  # noqa: BLE001 - the others are still destroyed
+                failed = exc
+        if failed is not None:
+            raise failed
 
     def add_range(self, r: _Range) -> None:
         with self._lock:
@@ -215,7 +271,8 @@ class Trace:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._finish()
+        # Ctrl-C (or a SystemExit) in the block ends it at once: no wait for the traced work
+        self._finish(wait=exc_info[1] is None or isinstance(exc_info[1], Exception))
 
     def __repr__(self) -> str:
         return f"<Trace {len(self.records)} records on {len(self.lanes())} lanes>"

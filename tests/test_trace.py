@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -82,3 +84,79 @@ def test_a_range_needs_a_name():
     with pytest.raises(TypeError, match="name"):
         with rs.range(3):
             pass
+
+
+def _safety_net(gate, seconds=3.0):
+    """Release ``gate`` after ``seconds`` whatever happens: a wait that ignores Ctrl-C fails the
+    test instead of hanging it."""
+    timer = threading.Timer(seconds, gate.release)
+    timer.start()
+    return timer
+
+
+def test_entering_a_trace_waits_for_no_busy_blocking_stream(latch, make_stream):
+    busy = make_stream()  # blocking, as RocmStream() is by default
+    with latch() as gate:
+        gate.hold(busy)
+        net = _safety_net(gate)
+        t0 = time.perf_counter()
+        with rs.trace():
+            entered = time.perf_counter() - t0
+            gate.release()
+    net.cancel()
+    busy.synchronize()
+    assert entered < 0.5, f"entering rs.trace() took {entered:.2f} s behind a busy stream"
+
+
+def test_ctrl_c_inside_a_trace_reaches_the_user_at_once(kernels, latch, ctrl_c, stream):
+    a = rs.to_device(np.ones(64, np.float32), stream=stream)
+    with latch() as gate:
+        net = _safety_net(gate)
+        sent = ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            with rs.trace():
+                gate.hold(stream)
+                kernels.scale[1, 64, stream](a, np.float32(2), a)
+                stream.synchronize()
+        took = time.perf_counter() - sent[0]
+    net.cancel()
+    stream.synchronize()
+    assert took < 0.5, f"Ctrl-C reached the user {took:.2f} s after the signal"
+
+
+def test_ctrl_c_ends_the_wait_for_the_traced_work_when_a_trace_closes(kernels, latch, ctrl_c,
+                                                                      stream):
+    a = rs.to_device(np.ones(64, np.float32), stream=stream)
+    with latch() as gate:
+        net = _safety_net(gate)
+        sent = ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            with rs.trace():
+                gate.hold(stream)
+                kernels.scale[1, 64, stream](a, np.float32(2), a)
+        took = time.perf_counter() - sent[0]
+    net.cancel()
+    stream.synchronize()
+    assert took < 0.5, f"Ctrl-C ended the trace's wait {took:.2f} s after the signal"
+
+
+def test_a_trace_left_by_ctrl_c_destroys_its_events_only_once_the_work_has_run(
+        kernels, latch, ctrl_c, backend, stream):
+    a = rs.to_device(np.ones(64, np.float32), stream=stream)
+    stream.synchronize()
+    base = backend.live_handles()["events"]
+    with latch() as gate:
+        net = _safety_net(gate)
+        ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            with rs.trace():
+                gate.hold(stream)
+                kernels.scale[1, 64, stream](a, np.float32(2), a)
+                stream.synchronize()
+        assert backend.live_handles()["events"] > base  # the device may still record them
+    net.cancel()
+    stream.synchronize()
+    deadline = time.monotonic() + 10
+    while backend.live_handles()["events"] > base and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.live_handles()["events"] == base
