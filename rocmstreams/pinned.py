@@ -219,11 +219,17 @@ def untrack(block: PinnedBlock) -> None:
     block.tracked = False
 
 
-def wait_for_uses(block: PinnedBlock) -> None:
-    """Block the host until every use of ``block`` has passed (staging, inside a copy call)."""
+def wait_for_uses(block: PinnedBlock,
+                  wait: Callable[[Backend, int], None] | None = None) -> None:
+    """Block the host until every use of ``block`` has passed (staging, inside a copy call);
+    ``wait(backend, event)`` waits for one event (the caller's interruptible wait; the
+    runtime's event synchronize when omitted)."""
     be = block.backend
     for event in list(block.events.values()):
-        be.event_synchronize(event)
+        if wait is None:
+            be.event_synchronize(event)
+        else:
+            wait(be, event)
 
 
 def release(block: PinnedBlock) -> None:

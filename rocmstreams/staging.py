@@ -42,6 +42,8 @@ import numpy as np
 from . import pinned
 from .backends import Backend, StreamCalls
 from .core.config import Config
+from .core.lifetime import Handle
+from .streamcore import wait_blocking
 
 __all__ = ["copy_to_device", "copy_to_host", "copy_between_devices", "free_buffers",
            "host_copy"]
@@ -68,8 +70,19 @@ class _Buffer:
         return self.block.ptr
 
     def wait(self) -> None:
-        """Block until the device copies that used this buffer so far have finished."""
-        pinned.wait_for_uses(self.block)
+        """Block until the device copies that used this buffer so far have finished;
+        interruptible, as synchronize() is (Ctrl-C: KeyboardInterrupt at once, the buffer still
+        marked behind those copies, so it is reused only after they ran)."""
+        pinned.wait_for_uses(self.block, _wait_event)
+
+    def send(self, calls: StreamCalls, *copies: tuple[int, int, int]) -> None:
+        """Queue ``copies`` (dst, src, nbytes) from or into the buffer on the stream of
+        ``calls`` and mark the buffer behind them (marked even when a Ctrl-C lands between)."""
+        try:
+            for dst, src, nbytes in copies:
+                calls.memcpy_async(dst, src, nbytes)
+        finally:
+            self.mark(calls)
 
     def mark(self, calls: StreamCalls) -> None:
         """After a copy using the buffer was queued on the stream of ``calls``."""
@@ -179,9 +192,32 @@ def host_copy(dst: np.ndarray, src: np.ndarray, cfg: Config) -> None:
     try:
         np.copyto(dst[:step], src[:step])
     finally:
-        concurrent.futures.wait(futures)  # no thread may still write when the buffer moves on
+        _join(futures)  # no thread may still write when the buffer moves on
     for future in futures:
         future.result()
+
+
+def _join(futures: list[concurrent.futures.Future[None]]) -> None:
+    """Wait for ``futures``, a Ctrl-C meanwhile raised only once they are done (a slice's copy:
+    milliseconds), as a staging buffer must not move on while a thread still writes it."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            break
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the threads are done
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _wait_event(be: Backend, event: int) -> None:
+    """An interruptible host wait for ``event`` (the one synchronize() uses); the event is the
+    pinned cache's, borrowed here (a Handle that releases nothing counts the waiter's use)."""
+    if be.event_query(event):
+        return
+    wait_blocking(lambda: be.event_query(event), lambda: be.event_synchronize(event),
+                  None, "a staged copy", Handle(event, None, "staging event"))
 
 
 def _flat_bytes(ary: np.ndarray) -> np.ndarray:
@@ -207,8 +243,7 @@ def copy_to_device(be: Backend, calls: StreamCalls, device: int, dst: int, src: 
             buf = buffers[i % len(buffers)]
             buf.wait()
             host_copy(buf.view[:n], flat[lo:lo + n], cfg)
-            calls.memcpy_async(dst + lo, buf.ptr, n)
-            buf.mark(calls)
+            buf.send(calls, (dst + lo, buf.ptr, n))
     finally:
         pool.give(buffers)
 
@@ -226,9 +261,7 @@ def copy_between_devices(be: Backend, calls: StreamCalls, device: int, dst: int,
         for i, (lo, n) in enumerate(pieces):
             buf = buffers[i % len(buffers)]
             buf.wait()
-            calls.memcpy_async(buf.ptr, src + lo, n)
-            calls.memcpy_async(dst + lo, buf.ptr, n)
-            buf.mark(calls)
+            buf.send(calls, (buf.ptr, src + lo, n), (dst + lo, buf.ptr, n))
     finally:
         pool.give(buffers)
 
@@ -248,8 +281,7 @@ def copy_to_host(be: Backend, calls: StreamCalls, device: int, dst: np.ndarray, 
     def queue(buf: _Buffer) -> None:
         lo, n = waiting.popleft()
         buf.wait()  # its previous copy (maybe from the host, on another stream) has run
-        calls.memcpy_async(buf.ptr, src + lo, n)
-        buf.mark(calls)
+        buf.send(calls, (buf.ptr, src + lo, n))
         in_flight.append((buf, lo, n))
 
     try:

@@ -6,6 +6,9 @@ Run the suite once per backend: ``ROCMSTREAMS_BACKEND=cpu pytest``, ``...=cuda p
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 
 os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")  # tests launch tiny grids on purpose
 
@@ -138,6 +141,31 @@ class StampLog:
 @pytest.fixture
 def stamps(kernels, stream):
     return StampLog(kernels, stream)
+
+
+@pytest.fixture
+def ctrl_c():
+    """``sent = ctrl_c(after)``: the process gets SIGINT (Ctrl-C) ``after`` seconds from now, and
+    ``sent`` the time it was raised. It is raised from a timer thread, so no wait of the test's
+    thread ends by itself: a wait ends at once only if it waits in slices, as a runtime's blocking
+    wait never answers a signal. Skipped off POSIX and off the main thread."""
+    if os.name != "posix":
+        pytest.skip("needs POSIX signals")
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    timers = []
+
+    def arm(after=0.2):
+        sent = []
+        timer = threading.Timer(after, lambda: (sent.append(time.perf_counter()),
+                                                signal.raise_signal(signal.SIGINT)))
+        timers.append(timer)
+        timer.start()
+        return sent
+
+    yield arm
+    for timer in timers:
+        timer.cancel()
 
 
 needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")

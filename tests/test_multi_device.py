@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +267,27 @@ def test_a_peer_copy_without_peer_access_is_staged_through_the_host(devices, str
         rs.copy_async(b1, a0, stream=streams[1])  # 13 chunks through 2 buffers
     np.testing.assert_array_equal(b1.copy_to_host(stream=streams[1]), x)
     assert direct == []
+
+
+def test_ctrl_c_ends_a_host_staged_peer_copy_waiting_behind_a_busy_stream(
+        devices, streams, rng, runtime, monkeypatch, gate, ctrl_c):
+    monkeypatch.setattr(runtime, "peer_access", lambda device, peer: device == peer)
+    x = _random(rng, 50_000)
+    a0, b1 = _on(0, x), _on(1, np.zeros_like(x))
+    s1 = streams[1]
+    with rs.configure(staging_chunk_bytes=16 << 10, staging_buffers=2):
+        gate.hold(s1)
+        net = threading.Timer(3.0, gate.set)  # a wait that ignores Ctrl-C fails, never hangs
+        net.start()
+        sent = ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            rs.copy_async(b1, a0, stream=s1)  # 13 chunks through 2 buffers held by the gate
+        took = time.perf_counter() - sent[0]
+        net.cancel()
+        gate.set()
+        rs.copy_async(b1, a0, stream=s1)
+    np.testing.assert_array_equal(b1.copy_to_host(stream=s1), x)
+    assert took < 0.5, f"Ctrl-C took {took * 1e3:.0f} ms to end the staged peer copy"
 
 
 def test_a_captured_peer_copy_replays_exactly(devices, streams, rng):

@@ -4,6 +4,7 @@ The ``staged`` fixture shrinks the threshold, chunk and slice sizes so that smal
 many chunks, several buffers and several host threads on every backend.
 """
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -307,3 +308,51 @@ def test_a_larger_chunk_size_replaces_the_smaller_pooled_buffers(staged, monkeyp
     second = rs.to_device(y, stream=stream)
     np.testing.assert_array_equal(_back(first, stream), x)
     np.testing.assert_array_equal(_back(second, stream), y)
+
+
+def _safety_net(gate, seconds=3.0):
+    """Release ``gate`` after ``seconds`` whatever happens: a wait that ignores Ctrl-C fails the
+    test instead of hanging it."""
+    timer = threading.Timer(seconds, gate.release)
+    timer.start()
+    return timer
+
+
+def test_ctrl_c_ends_a_staged_copy_waiting_behind_a_busy_stream_and_the_stream_stays_usable(
+        staged, latch, ctrl_c, stream, rng):
+    x = _random(rng, 10 * CHUNK // 4, np.float32)  # 10 chunks through 2 buffers
+    with latch() as gate:
+        gate.hold(stream)
+        net = _safety_net(gate)
+        sent = ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            rs.to_device(x, stream=stream)
+        took = time.perf_counter() - sent[0]
+    net.cancel()
+    stream.synchronize()
+    assert took < 0.5, f"Ctrl-C took {took * 1e3:.0f} ms to end the staged copy"
+    y = _random(rng, 10 * CHUNK // 4, np.float32)
+    np.testing.assert_array_equal(_back(rs.to_device(y, stream=stream), stream), y)
+
+
+def test_the_buffers_of_an_interrupted_staged_copy_are_refilled_only_after_its_device_copies_ran(
+        staged, latch, ctrl_c, stream, make_stream, rng):
+    x = _random(rng, 10 * CHUNK // 4, np.float32)
+    other = make_stream(non_blocking=True)
+    y = _random(rng, 6 * CHUNK // 4, np.float32)
+    d = rs.empty_like(y, stream=other)
+    done = threading.Event()
+    with latch() as gate:
+        gate.hold(stream)
+        net = _safety_net(gate)
+        ctrl_c(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            rs.to_device(x, stream=stream)  # leaves two chunks queued behind the latch
+        worker = threading.Thread(target=lambda: (rs.copy_async(d, y, stream=other), done.set()))
+        worker.start()
+        # the pool's buffers are the interrupted copy's, their device copies held by the latch
+        assert not done.wait(0.3)
+    net.cancel()
+    worker.join(30)
+    assert done.is_set()
+    np.testing.assert_array_equal(_back(d, other), y)
