@@ -31,8 +31,10 @@ _MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
 _MAX_GRID = (2 ** 31 - 1, 65535, 65535)
 _configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
 #: Configured launches by (kernel, grid, block, stream core), so that a launch in a loop costs one
-#: lookup; bounded (cleared when full), so kernels and streams made on the fly are not kept.
-_launches: dict[tuple[Any, Any, Any, StreamCore], "KernelLaunch"] = {}
+#: lookup; bounded (cleared when full), so kernels and streams made on the fly are not kept. Each
+#: is ``core.submit`` bound to the launcher and configuration; it holds the core, never the stream
+#: (a dropped stream is collected and its core closed, as without launches).
+_launches: dict[tuple[Any, Any, Any, StreamCore], functools.partial] = {}
 _MAX_KEPT = 4096
 
 
@@ -40,8 +42,15 @@ class KernelLaunch(functools.partial):
     """A kernel configured with a grid, a block and a stream; call it with the arguments.
 
     What ``kernel[blocks, threads, stream]`` returns for a RocmStream. Calling it submits the
-    launch through the stream's door.
+    launch through the stream's door. It holds the stream it was configured with (a stream made
+    for the launch, ``kernel[g, b, RocmStream()]``, lives as long as it), so it is made anew for
+    each configuration from the cached launch of that kernel, grid, block and stream core
+    (``KernelLaunch(cached)`` copies the cached partial's function and arguments: one small
+    object, no argument tuple built).
     """
+
+    __slots__ = ("stream",)
+    stream: Any
 
     @property
     def launcher(self) -> KernelLauncher:
@@ -223,9 +232,11 @@ def install(backend: Backend) -> None:
     def __getitem__(self: Any, config: Any) -> Any:
         try:  # the hot path: [grid, block, RocmStream], configured before
             griddim, blockdim, stream = config
-            return _launches[self, griddim, blockdim, stream.__rocmstreams_core__]
+            launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__])
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
+        launch.stream = stream
+        return launch
 
     def _slow_getitem(self: Any, config: Any) -> Any:
         if type(config) is not tuple or not 2 <= len(config) <= 4:
@@ -240,14 +251,16 @@ def install(backend: Backend) -> None:
             launcher = launcher_of(backend, self, core.device)
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
-            launch = KernelLaunch(core.submit, LAUNCH, run, cfg)
+            bound = functools.partial(core.submit, LAUNCH, run, cfg)
             if n == 3:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
                 try:
-                    _launches[self, config[0], config[1], core] = launch
+                    _launches[self, config[0], config[1], core] = bound
                 except TypeError:  # an unhashable grid or block (a list)
                     pass
+            launch = KernelLaunch(bound)
+            launch.stream = stream
             return launch
         if _bad_stream(stream):
             raise TypeError(f"the launch stream must be a RocmStream, a Numba stream or 0 (the "
