@@ -297,6 +297,21 @@ def test_bad_input_is_refused_with_a_clear_error_nothing_queued_and_the_stream_u
     assert after["allocations"] <= before["allocations"] + 1  # the copy's result only
 
 
+@pytest.mark.parametrize("grid, block, says", [
+    (1.0, 64, "grid"), (True, 64, "grid"), (np.float64(1.0), 64, "grid"),
+    (np.bool_(True), 64, "grid"), (1, 64.0, "block")],
+    ids=["float grid", "bool grid", "numpy float grid", "numpy bool grid", "float block"])
+def test_a_configuration_equal_to_a_launched_one_is_still_refused(kernels, stream, grid, block,
+                                                                  says):
+    """1.0 == 1 and True == 1, with the same hash: the launch cache must not take them for the
+    configuration [1, 64] launched before."""
+    a = rs.to_device(np.zeros(64, np.float32), stream=stream)
+    kernels.add_scalar[1, 64, stream](a, np.float32(1))
+    with pytest.raises(TypeError, match=f"the {says} holds ints"):
+        kernels.add_scalar[grid, block, stream](a, np.float32(1))
+    np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
+
+
 def test_numpy_integer_priorities_and_devices_are_accepted():
     s = rs.RocmStream(priority=np.int64(-1), device=np.int64(0), non_blocking=np.bool_(True))
     assert (s.priority, s.device, s.non_blocking) == (-1, 0, True)

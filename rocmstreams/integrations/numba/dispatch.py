@@ -29,12 +29,17 @@ __all__ = ["KernelLaunch", "install", "launcher_of", "launch_config", "prepare"]
 _LAUNCHERS = "_rocmstreams_launchers"  # per-device launchers, kept on the dispatcher itself
 _MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
 _MAX_GRID = (2 ** 31 - 1, 65535, 65535)
-_configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
-#: Configured launches by (kernel, grid, block, stream core), so that a launch in a loop costs one
-#: lookup; bounded (cleared when full), so kernels and streams made on the fly are not kept. Each
+#: Checked configurations by grid, block, shared memory and their types (1.0 == 1 and True == 1
+#: with the same hash: without the types a refused grid would find the entry of an accepted one).
+_configs: dict[tuple[Any, ...], tuple[int, ...]] = {}
+#: Configured launches by (kernel, grid, block, stream core, grid type, block type), so that a
+#: launch in a loop costs one lookup (the types, as in ``_configs``: ``k[1.0, 64, s]`` never finds
+#: the launch of ``k[1, 64, s]``; a tuple's elements are not typed here, so ``(1.0, 2)`` still
+#: finds the launch of ``(1, 2)``); bounded (cleared when full), so kernels and streams made on the
+#: fly are not kept. Each
 #: is ``core.submit`` bound to the launcher and configuration; it holds the core, never the stream
 #: (a dropped stream is collected and its core closed, as without launches).
-_launches: dict[tuple[Any, Any, Any, StreamCore], functools.partial] = {}
+_launches: dict[tuple[Any, ...], functools.partial] = {}
 _MAX_KEPT = 4096
 
 
@@ -109,9 +114,15 @@ def _dims(value: Any, what: str, limits: tuple[int, ...]) -> tuple[int, int, int
     return dims[0], dims[1], dims[2]
 
 
+def _types(dims: Any) -> Any:
+    """The type of a grid or block, and of each dimension of a tuple (a key part: (1.0, 2)
+    equals (1, 2))."""
+    return tuple(map(type, dims)) if type(dims) is tuple else type(dims)
+
+
 def launch_config(griddim: Any, blockdim: Any, sharedmem: Any = 0) -> tuple[int, ...]:
     """``(gx, gy, gz, bx, by, bz, sharedmem)``, checked before anything is queued."""
-    key = (griddim, blockdim, sharedmem)
+    key = (griddim, blockdim, sharedmem, _types(griddim), _types(blockdim), type(sharedmem))
     try:
         return _configs[key]
     except (KeyError, TypeError):
@@ -232,7 +243,8 @@ def install(backend: Backend) -> None:
     def __getitem__(self: Any, config: Any) -> Any:
         try:  # the hot path: [grid, block, RocmStream], configured before
             griddim, blockdim, stream = config
-            launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__])
+            launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__,
+                                            griddim.__class__, blockdim.__class__])
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
         launch.stream = stream
@@ -256,7 +268,8 @@ def install(backend: Backend) -> None:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
                 try:
-                    _launches[self, config[0], config[1], core] = bound
+                    _launches[self, config[0], config[1], core, config[0].__class__,
+                              config[1].__class__] = bound
                 except TypeError:  # an unhashable grid or block (a list)
                     pass
             launch = KernelLaunch(bound)
