@@ -199,6 +199,10 @@ class _Seven:
         return 7
 
 
+class _NotAStream:
+    pass
+
+
 def _bad_inputs(kernels, s, a):
     ev = rs.Event(timing=True)
     k = kernels.add_scalar
@@ -212,6 +216,10 @@ def _bad_inputs(kernels, s, a):
         "float grid": (lambda: k[2.5, 32, s](a, one), TypeError, "integer division"),
         "string stream": (lambda: k[1, 1, "notastream"](a, one), TypeError, "RocmStream"),
         "int stream": (lambda: k[1, 1, 42](a, one), TypeError, "RocmStream"),
+        "object stream": (lambda: k[1, 64, object()](a, one), TypeError, "__cuda_stream__"),
+        "instance stream": (lambda: k[1, 64, _NotAStream()](a, one), TypeError,
+                            "a Numba stream"),
+        "list stream": (lambda: k[1, 64, [1]](a, one), TypeError, "0 or None"),
         "5-tuple": (lambda: k[1, 1, s, 0, 0](a, one), TypeError, "launch configuration"),
         "negative shared memory": (lambda: k[1, 1, s, -4](a, one), ValueError,
                                    "non-negative"),
@@ -267,7 +275,8 @@ def _bad_inputs(kernels, s, a):
 
 
 CASES = ["negative grid", "grid 0", "block 0", "block 2048", "block 64x64", "float grid",
-         "string stream", "int stream", "5-tuple", "negative shared memory",
+         "string stream", "int stream", "object stream", "instance stream", "list stream",
+         "5-tuple", "negative shared memory",
          "event record on a string", "stream record of a string", "elapsed time to an int",
          "elapsed time to None", "empty(3.5)", "empty(None)", "empty negative",
          "empty overflowing", "empty 2**63 bytes", "object dtype to_device",

@@ -21,7 +21,7 @@ from ...backends import Backend
 from ...core.device import using_device
 from ...errors import DeviceMismatchError
 from ...memory import DeviceArray
-from ...streamcore import LAUNCH, StreamCore, default_core
+from ...streamcore import LAUNCH, StreamCore, core_of, default_core
 from .prepared import KernelLauncher, PreparedLauncher
 
 __all__ = ["KernelLaunch", "install", "launcher_of", "launch_config", "prepare"]
@@ -223,13 +223,23 @@ def _array_types(backend: Backend) -> tuple[type, ...]:
     return types
 
 
-def _bad_stream(stream: Any) -> bool:
-    """A launch stream Numba would run on the legacy stream instead of refusing."""
-    if stream is None or (type(stream) is int and stream == 0):
-        return False
-    if isinstance(stream, (bool, int, float, str, bytes, np.generic)):
-        return True
-    return False
+def _is_numba_stream(stream: Any) -> bool:
+    return type(stream).__module__.partition(".")[0] in ("numba", "numba_cuda", "numba_hip")
+
+
+def _foreign_core(stream: Any) -> StreamCore | None:
+    """The core a launch on ``stream`` (not a RocmStream) takes: None for the legacy default
+    stream (None, 0) and a Numba stream (Numba's launch, or the cpu engine, takes them), a
+    borrowed core for any other object with ``__cuda_stream__``; TypeError for the rest, before
+    anything is queued (Numba would run some of them on the legacy stream, or fail at the call)."""
+    if stream is None or (type(stream) is int and stream == 0) or _is_numba_stream(stream):
+        return None
+    if getattr(stream, "__cuda_stream__", None) is not None:
+        return core_of(stream, "a kernel launch")
+    raise TypeError(f"the launch stream must be a RocmStream, a Numba stream, an object with "
+                    f"__cuda_stream__ (CuPy, PyTorch, cuda.core) or 0 or None (the legacy "
+                    f"default stream), got {type(stream).__name__} {stream!r}; nothing was "
+                    f"launched")
 
 
 def install(backend: Backend) -> None:
@@ -259,12 +269,15 @@ def install(backend: Backend) -> None:
         stream = config[2] if n > 2 else None
         cfg = launch_config(config[0], config[1], config[3] if n > 3 else 0)
         core = getattr(stream, "__rocmstreams_core__", None)
-        if isinstance(core, StreamCore):
+        borrowed = not isinstance(core, StreamCore)
+        if borrowed:
+            core = _foreign_core(stream)  # borrowed for this launch: not kept in the cache
+        if core is not None:
             launcher = launcher_of(backend, self, core.device)
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
             bound = functools.partial(core.submit, LAUNCH, run, cfg)
-            if n == 3:
+            if n == 3 and not borrowed:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
                 try:
@@ -275,9 +288,6 @@ def install(backend: Backend) -> None:
             launch = KernelLaunch(bound)
             launch.stream = stream
             return launch
-        if _bad_stream(stream):
-            raise TypeError(f"the launch stream must be a RocmStream, a Numba stream or 0 (the "
-                            f"legacy default stream), got {type(stream).__name__} {stream!r}")
         if route_all:
             legacy = default_core(backend.get_device())
             launcher = launcher_of(backend, self, legacy.device)
