@@ -161,6 +161,21 @@ def test_foreign_and_numba_streams_are_taken_wherever_rocmstreams_takes_a_stream
     np.testing.assert_array_equal(out, x)
 
 
+def test_a_kernel_launch_on_a_foreign_stream_runs_in_that_streams_order(kernels, make_stream,
+                                                                        latch):
+    s, other = make_stream(non_blocking=True), make_stream(non_blocking=True)
+    a = rs.to_device(np.zeros(64, np.float32), stream=s)
+    s.synchronize()
+    with latch() as gate:
+        gate.hold(s)
+        kernels.add_scalar[1, 64, _Foreign(s.handle)](a, np.float32(1))  # behind the latch
+        before = a.copy_to_host(stream=other)
+        other.synchronize()
+    s.synchronize()
+    np.testing.assert_array_equal(before, np.zeros(64, np.float32))
+    np.testing.assert_array_equal(a.copy_to_host(stream=s), np.ones(64, np.float32))
+
+
 def test_prepare_compiles_without_launching_and_later_launches_run_right(stream, rng):
     x = rng.random(100).astype(np.float32)
     dx = rs.to_device(x, stream=stream)

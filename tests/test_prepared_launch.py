@@ -5,7 +5,10 @@ arguments packed into a reused buffer); whatever it does not take goes through N
 """
 from __future__ import annotations
 
+import gc
 import threading
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -204,6 +207,49 @@ def test_a_kept_launch_refuses_once_its_stream_is_closed(make_stream):
         launch(out, out, 1.0, 0.0)
     with pytest.raises(StreamClosedError):
         affine[1, 8, s](out, out, 1.0, 0.0)
+
+
+def test_a_launch_on_a_stream_made_for_it_runs(rng):
+    """``kernel[g, b, RocmStream()](...)``: the launch holds the stream it was configured with,
+    so the stream is not closed under it by a rocmstreams call in the argument list."""
+    x = rng.standard_normal(64)
+    dx, out = rs.to_device(x), rs.to_device(np.zeros(64))
+    rs.default_stream().synchronize()
+    affine[1, 64, rs.RocmStream()](rs.empty_like(dx), dx, 1.0, 0.0)  # an rs call in the args
+    affine[1, 64, rs.RocmStream()](out, dx, 3.0, float(rs.empty(1).size))
+    deadline = time.monotonic() + 30  # the stream is gone: poll the result, a bounded time
+    while not np.allclose(out.copy_to_host(), 3 * x + 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    np.testing.assert_allclose(out.copy_to_host(), 3 * x + 1, rtol=1e-12)
+
+
+def test_a_configured_launch_holds_its_stream_until_it_is_dropped(rng):
+    launch = affine[1, 8, rs.RocmStream(non_blocking=True)]
+    held = weakref.ref(launch.stream)
+    rs.empty(1)  # runs the releases queued so far
+    assert held() is not None and not held().is_closed
+    out = rs.to_device(np.zeros(8), stream=held())
+    launch(out, out, 1.0, 5.0)
+    held().synchronize()
+    np.testing.assert_array_equal(out.copy_to_host(stream=held()), np.full(8, 5.0))
+    del launch
+    gc.collect()
+    assert held() is None
+
+
+def test_a_dropped_stream_is_collected_after_its_launches():
+    """The launch cache keeps no stream alive: a stream dropped after its launches is
+    collected at once, and its core closed."""
+    s = rs.RocmStream(non_blocking=True)
+    out = rs.empty(8, np.float64, stream=s)
+    for _ in range(2):  # the second from the launch cache
+        affine[1, 8, s](out, out, 1.0, 0.0)
+    s.synchronize()
+    held, core = weakref.ref(s), s.__rocmstreams_core__
+    del s
+    assert held() is None, "something keeps the stream alive (not a reference cycle)"
+    rs.empty(1)  # runs the queued release
+    assert core.value is None
 
 
 def test_a_configured_launch_names_its_kernel_grid_block_and_stream(make_stream):

@@ -199,6 +199,10 @@ class _Seven:
         return 7
 
 
+class _NotAStream:
+    pass
+
+
 def _bad_inputs(kernels, s, a):
     ev = rs.Event(timing=True)
     k = kernels.add_scalar
@@ -212,7 +216,15 @@ def _bad_inputs(kernels, s, a):
         "float grid": (lambda: k[2.5, 32, s](a, one), TypeError, "integer division"),
         "string stream": (lambda: k[1, 1, "notastream"](a, one), TypeError, "RocmStream"),
         "int stream": (lambda: k[1, 1, 42](a, one), TypeError, "RocmStream"),
+        "object stream": (lambda: k[1, 64, object()](a, one), TypeError, "__cuda_stream__"),
+        "instance stream": (lambda: k[1, 64, _NotAStream()](a, one), TypeError,
+                            "a Numba stream"),
+        "list stream": (lambda: k[1, 64, [1]](a, one), TypeError, "0 or None"),
         "5-tuple": (lambda: k[1, 1, s, 0, 0](a, one), TypeError, "launch configuration"),
+        "object array argument": (lambda: k[1, 64, s](np.array([object()] * 64), one),
+                                  TypeError, "argument 0: dtype object holds Python objects"),
+        "string argument": (lambda: k[1, 64, s](a, "1"), TypeError,
+                            "argument 1: a str is not a kernel argument"),
         "negative shared memory": (lambda: k[1, 1, s, -4](a, one), ValueError,
                                    "non-negative"),
         "event record on a string": (lambda: ev.record("x"), TypeError, "RocmStream"),
@@ -267,7 +279,8 @@ def _bad_inputs(kernels, s, a):
 
 
 CASES = ["negative grid", "grid 0", "block 0", "block 2048", "block 64x64", "float grid",
-         "string stream", "int stream", "5-tuple", "negative shared memory",
+         "string stream", "int stream", "object stream", "instance stream", "list stream",
+         "5-tuple", "object array argument", "string argument", "negative shared memory",
          "event record on a string", "stream record of a string", "elapsed time to an int",
          "elapsed time to None", "empty(3.5)", "empty(None)", "empty negative",
          "empty overflowing", "empty 2**63 bytes", "object dtype to_device",
@@ -295,6 +308,21 @@ def test_bad_input_is_refused_with_a_clear_error_nothing_queued_and_the_stream_u
     np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
     after = rs.backend().live_handles()
     assert after["allocations"] <= before["allocations"] + 1  # the copy's result only
+
+
+@pytest.mark.parametrize("grid, block, says", [
+    (1.0, 64, "grid"), (True, 64, "grid"), (np.float64(1.0), 64, "grid"),
+    (np.bool_(True), 64, "grid"), (1, 64.0, "block")],
+    ids=["float grid", "bool grid", "numpy float grid", "numpy bool grid", "float block"])
+def test_a_configuration_equal_to_a_launched_one_is_still_refused(kernels, stream, grid, block,
+                                                                  says):
+    """1.0 == 1 and True == 1, with the same hash: the launch cache must not take them for the
+    configuration [1, 64] launched before."""
+    a = rs.to_device(np.zeros(64, np.float32), stream=stream)
+    kernels.add_scalar[1, 64, stream](a, np.float32(1))
+    with pytest.raises(TypeError, match=f"the {says} holds ints"):
+        kernels.add_scalar[grid, block, stream](a, np.float32(1))
+    np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
 
 
 def test_numpy_integer_priorities_and_devices_are_accepted():

@@ -21,7 +21,7 @@ from ...backends import Backend
 from ...core.device import using_device
 from ...errors import DeviceMismatchError
 from ...memory import DeviceArray
-from ...streamcore import LAUNCH, StreamCore, default_core
+from ...streamcore import LAUNCH, StreamCore, core_of, default_core
 from .prepared import KernelLauncher, PreparedLauncher
 
 __all__ = ["KernelLaunch", "install", "launcher_of", "launch_config", "prepare"]
@@ -29,10 +29,17 @@ __all__ = ["KernelLaunch", "install", "launcher_of", "launch_config", "prepare"]
 _LAUNCHERS = "_rocmstreams_launchers"  # per-device launchers, kept on the dispatcher itself
 _MAX_BLOCK = 1024  # threads per block on every CUDA and AMD GPU this supports
 _MAX_GRID = (2 ** 31 - 1, 65535, 65535)
-_configs: dict[tuple[Any, Any, Any], tuple[int, ...]] = {}
-#: Configured launches by (kernel, grid, block, stream core), so that a launch in a loop costs one
-#: lookup; bounded (cleared when full), so kernels and streams made on the fly are not kept.
-_launches: dict[tuple[Any, Any, Any, StreamCore], "KernelLaunch"] = {}
+#: Checked configurations by grid, block, shared memory and their types (1.0 == 1 and True == 1
+#: with the same hash: without the types a refused grid would find the entry of an accepted one).
+_configs: dict[tuple[Any, ...], tuple[int, ...]] = {}
+#: Configured launches by (kernel, grid, block, stream core, grid type, block type), so that a
+#: launch in a loop costs one lookup (the types, as in ``_configs``: ``k[1.0, 64, s]`` never finds
+#: the launch of ``k[1, 64, s]``; a tuple's elements are not typed here, so ``(1.0, 2)`` still
+#: finds the launch of ``(1, 2)``); bounded (cleared when full), so kernels and streams made on the
+#: fly are not kept. Each
+#: is ``core.submit`` bound to the launcher and configuration; it holds the core, never the stream
+#: (a dropped stream is collected and its core closed, as without launches).
+_launches: dict[tuple[Any, ...], functools.partial] = {}
 _MAX_KEPT = 4096
 
 
@@ -40,8 +47,15 @@ class KernelLaunch(functools.partial):
     """A kernel configured with a grid, a block and a stream; call it with the arguments.
 
     What ``kernel[blocks, threads, stream]`` returns for a RocmStream. Calling it submits the
-    launch through the stream's door.
+    launch through the stream's door. It holds the stream it was configured with (a stream made
+    for the launch, ``kernel[g, b, RocmStream()]``, lives as long as it), so it is made anew for
+    each configuration from the cached launch of that kernel, grid, block and stream core
+    (``KernelLaunch(cached)`` copies the cached partial's function and arguments: one small
+    object, no argument tuple built).
     """
+
+    __slots__ = ("stream",)
+    stream: Any
 
     @property
     def launcher(self) -> KernelLauncher:
@@ -100,9 +114,15 @@ def _dims(value: Any, what: str, limits: tuple[int, ...]) -> tuple[int, int, int
     return dims[0], dims[1], dims[2]
 
 
+def _types(dims: Any) -> Any:
+    """The type of a grid or block, and of each dimension of a tuple (a key part: (1.0, 2)
+    equals (1, 2))."""
+    return tuple(map(type, dims)) if type(dims) is tuple else type(dims)
+
+
 def launch_config(griddim: Any, blockdim: Any, sharedmem: Any = 0) -> tuple[int, ...]:
     """``(gx, gy, gz, bx, by, bz, sharedmem)``, checked before anything is queued."""
-    key = (griddim, blockdim, sharedmem)
+    key = (griddim, blockdim, sharedmem, _types(griddim), _types(blockdim), type(sharedmem))
     try:
         return _configs[key]
     except (KeyError, TypeError):
@@ -203,13 +223,23 @@ def _array_types(backend: Backend) -> tuple[type, ...]:
     return types
 
 
-def _bad_stream(stream: Any) -> bool:
-    """A launch stream Numba would run on the legacy stream instead of refusing."""
-    if stream is None or (type(stream) is int and stream == 0):
-        return False
-    if isinstance(stream, (bool, int, float, str, bytes, np.generic)):
-        return True
-    return False
+def _is_numba_stream(stream: Any) -> bool:
+    return type(stream).__module__.partition(".")[0] in ("numba", "numba_cuda", "numba_hip")
+
+
+def _foreign_core(stream: Any) -> StreamCore | None:
+    """The core a launch on ``stream`` (not a RocmStream) takes: None for the legacy default
+    stream (None, 0) and a Numba stream (Numba's launch, or the cpu engine, takes them), a
+    borrowed core for any other object with ``__cuda_stream__``; TypeError for the rest, before
+    anything is queued (Numba would run some of them on the legacy stream, or fail at the call)."""
+    if stream is None or (type(stream) is int and stream == 0) or _is_numba_stream(stream):
+        return None
+    if getattr(stream, "__cuda_stream__", None) is not None:
+        return core_of(stream, "a kernel launch")
+    raise TypeError(f"the launch stream must be a RocmStream, a Numba stream, an object with "
+                    f"__cuda_stream__ (CuPy, PyTorch, cuda.core) or 0 or None (the legacy "
+                    f"default stream), got {type(stream).__name__} {stream!r}; nothing was "
+                    f"launched")
 
 
 def install(backend: Backend) -> None:
@@ -223,9 +253,12 @@ def install(backend: Backend) -> None:
     def __getitem__(self: Any, config: Any) -> Any:
         try:  # the hot path: [grid, block, RocmStream], configured before
             griddim, blockdim, stream = config
-            return _launches[self, griddim, blockdim, stream.__rocmstreams_core__]
+            launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__,
+                                            griddim.__class__, blockdim.__class__])
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
+        launch.stream = stream
+        return launch
 
     def _slow_getitem(self: Any, config: Any) -> Any:
         if type(config) is not tuple or not 2 <= len(config) <= 4:
@@ -236,22 +269,25 @@ def install(backend: Backend) -> None:
         stream = config[2] if n > 2 else None
         cfg = launch_config(config[0], config[1], config[3] if n > 3 else 0)
         core = getattr(stream, "__rocmstreams_core__", None)
-        if isinstance(core, StreamCore):
+        borrowed = not isinstance(core, StreamCore)
+        if borrowed:
+            core = _foreign_core(stream)  # borrowed for this launch: not kept in the cache
+        if core is not None:
             launcher = launcher_of(backend, self, core.device)
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
-            launch = KernelLaunch(core.submit, LAUNCH, run, cfg)
-            if n == 3:
+            bound = functools.partial(core.submit, LAUNCH, run, cfg)
+            if n == 3 and not borrowed:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
                 try:
-                    _launches[self, config[0], config[1], core] = launch
+                    _launches[self, config[0], config[1], core, config[0].__class__,
+                              config[1].__class__] = bound
                 except TypeError:  # an unhashable grid or block (a list)
                     pass
+            launch = KernelLaunch(bound)
+            launch.stream = stream
             return launch
-        if _bad_stream(stream):
-            raise TypeError(f"the launch stream must be a RocmStream, a Numba stream or 0 (the "
-                            f"legacy default stream), got {type(stream).__name__} {stream!r}")
         if route_all:
             legacy = default_core(backend.get_device())
             launcher = launcher_of(backend, self, legacy.device)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence, cast
 import numpy as np
 
 from ...backends import KernelDriver, StreamCalls
-from ...core.arrays import describe
+from ...core.arrays import describe, device_dtype
 from ...memory import block_of, note_use
 
 __all__ = ["KernelLauncher", "PreparedLauncher", "ABI_ATTRIBUTE", "check_kernel_arguments"]
@@ -215,7 +215,19 @@ def _signature(py_func: Callable[..., Any]) -> inspect.Signature:
 
 
 def check_kernel_arguments(dispatcher: Any, args: Sequence[Any]) -> None:
-    """Raise TypeError, before anything is queued, when ``args`` do not fit the kernel."""
+    """Raise TypeError, before anything is queued, when ``args`` do not fit the kernel, or one
+    is a string or an array of Python objects (no device can hold either)."""
+    for i, a in enumerate(args):
+        try:
+            if isinstance(a, np.ndarray):
+                device_dtype(a.dtype)
+            elif isinstance(a, (str, bytes)):
+                raise TypeError(f"a {type(a).__name__} is not a kernel argument; pass an array "
+                                "of its codes (np.frombuffer(s.encode(), np.uint8)) or a number")
+        except TypeError as exc:
+            name = getattr(dispatcher, "__name__", "kernel")
+            raise TypeError(f"kernel {name}: argument {i}: {exc}; nothing was launched") \
+                from None
     py_func = getattr(dispatcher, "py_func", None)
     if py_func is None:
         return
