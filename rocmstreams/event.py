@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from .backends import active
 from .core import lifetime
+from .core.callbacks import refuse
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
 from .errors import DeviceMismatchError, EventNotReadyError, EventNotRecordedError, \
     EventTimingDisabledError, StreamClosedError
-from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, \
-    refuse_in_callback, wait_blocking
+from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, wait_blocking
 
 if TYPE_CHECKING:
     from .stream import RocmStream
@@ -148,7 +148,7 @@ class Event:
             Seconds to wait at most; then :class:`~rocmstreams.errors.WaitTimeoutError`.
         """
         check_timeout(timeout)
-        refuse_in_callback("Event.synchronize()")
+        refuse("Event.synchronize()")
         event = self._handle.enter()
         be = self._backend
         try:

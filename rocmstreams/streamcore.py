@@ -22,12 +22,12 @@ from typing import Any, Callable, Protocol, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
 from .core import lifetime
+from .core.callbacks import refuse, running, wrap
 from .core.device import using_device
 from .core.lifetime import Handle
 from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
 
-__all__ = ["StreamCore", "Capture", "core_of", "default_core", "refuse_in_callback",
-           "wait_blocking", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
+__all__ = ["StreamCore", "Capture", "core_of", "default_core", "wait_blocking", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
 
 T = TypeVar("T")
 
@@ -58,35 +58,6 @@ tracers: list[Tracer] = []
 
 
 # ---- host callbacks ----------------------------------------------------------------------------
-_callback_thread = threading.local()
-_running: list[None] = []  # one entry per host callback running now, on any thread
-
-
-def refuse_in_callback(what: str) -> None:
-    """Raise when called from a host callback: the runtime forbids runtime calls there, and a
-    wait there would wait for the callback itself."""
-    if getattr(_callback_thread, "active", False):
-        raise RocmStreamsError(
-            f"{what} was called from inside a host callback; callbacks must not call the GPU "
-            "runtime (no stream, event or memory calls): queue the work after the callback from "
-            "the thread that added it, or signal that thread (e.g. a threading.Event)")
-
-
-def _wrap_callback(fn: Callable[..., Any], args: tuple,
-                   errors: list[tuple[Callable[..., Any], BaseException]]) -> Callable[[], None]:
-    def call() -> None:
-        _callback_thread.active = True
-        _running.append(None)
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - delivered at synchronize()
-            errors.append((fn, exc))
-        finally:
-            _running.pop()
-            _callback_thread.active = False
-    return call
-
-
 def _callback_error(errors: list[tuple[Callable[..., Any], BaseException]]) -> CallbackError:
     """The first callback error, counting the others; empties ``errors``."""
     taken = []
@@ -236,8 +207,8 @@ class StreamCore(Handle):
                 if kind not in _CAPTURED:
                     raise CaptureError(_REFUSED_IN_CAPTURE[kind])
                 capture.kept.append(args)
-            if _running:
-                refuse_in_callback(kind)
+            if running:
+                refuse(kind)
             if tracers and capture is None:
                 return self._traced(kind, fn, args)
             return fn(self.calls, *args)
@@ -266,8 +237,8 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
-            if _running:
-                refuse_in_callback(RECORD)
+            if running:
+                refuse(RECORD)
             self.calls.event_record(event)
         finally:
             users.pop()
@@ -289,7 +260,7 @@ class StreamCore(Handle):
         if capture is not None:
             capture.has_callbacks = True
         errors = self.callback_errors if capture is None else capture.errors
-        self.submit(HOST_FUNC, _launch_host_func, _wrap_callback(fn, args, errors))
+        self.submit(HOST_FUNC, _launch_host_func, wrap(fn, args, errors))
 
     def query(self) -> bool:
         """True when the stream is idle (the hot path: the door written out)."""
@@ -321,8 +292,8 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise _capturing("synchronize()")
-            if _running:
-                refuse_in_callback("synchronize()")
+            if running:
+                refuse("synchronize()")
             calls = self.calls
             if not calls.query():
                 if self.value == PER_THREAD_STREAM:
