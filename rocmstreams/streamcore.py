@@ -195,8 +195,11 @@ class StreamCore(Handle):
         """Queue one operation: ``fn(calls, *args)`` with the stream's bound calls.
 
         Raises StreamClosedError on a closed stream and CaptureError for what a capture
-        refuses, before ``fn`` runs; in a capture, ``args`` stay alive as long as the graph.
+        refuses, and RocmStreamsError from a host callback, before ``fn`` runs; in a capture,
+        ``args`` stay alive as long as the graph.
         """
+        if running:
+            refuse(kind)
         users = self.users
         users.append(None)
         try:
@@ -207,8 +210,6 @@ class StreamCore(Handle):
                 if kind not in _CAPTURED:
                     raise CaptureError(_REFUSED_IN_CAPTURE[kind])
                 capture.kept.append(args)
-            if running:
-                refuse(kind)
             if tracers and capture is None:
                 return self._traced(kind, fn, args)
             return fn(self.calls, *args)
@@ -219,7 +220,10 @@ class StreamCore(Handle):
 
     def check(self, kind: str) -> None:
         """Raise now what :meth:`submit` would raise for an operation of ``kind`` (closed
-        stream, capture state), before the caller prepares one (e.g. creates an event)."""
+        stream, capture state, a host callback), before the caller prepares one (e.g. creates an
+        event)."""
+        if running:
+            refuse(kind)
         self.enter()
         self.leave()
         if self.capture is not None and kind not in _CAPTURED:
@@ -227,6 +231,8 @@ class StreamCore(Handle):
 
     def record(self, event: int) -> None:
         """Record ``event`` after the work queued so far (the door written out: a hot path)."""
+        if running:
+            refuse(RECORD)
         if tracers:
             self.submit(RECORD, type(self.calls).event_record, event)
             return
@@ -237,8 +243,6 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
-            if running:
-                refuse(RECORD)
             self.calls.event_record(event)
         finally:
             users.pop()
@@ -264,6 +268,8 @@ class StreamCore(Handle):
 
     def query(self) -> bool:
         """True when the stream is idle (the hot path: the door written out)."""
+        if running:
+            refuse("query()")
         users = self.users
         users.append(None)
         try:
@@ -280,6 +286,8 @@ class StreamCore(Handle):
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until the stream is idle; interruptible, ``timeout`` seconds at most (the door
         written out: a synchronize of an idle stream is a hot path)."""
+        if running:
+            refuse("synchronize()")
         if timeout is not None:
             check_timeout(timeout)
         # releases run before the wait, not after: the frees of arrays dropped so far are
@@ -292,8 +300,6 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise _capturing("synchronize()")
-            if running:
-                refuse("synchronize()")
             calls = self.calls
             if not calls.query():
                 if self.value == PER_THREAD_STREAM:
@@ -334,7 +340,9 @@ class StreamCore(Handle):
 
     def check_capturable(self) -> None:
         """Raise now what :meth:`begin_capture` would refuse: a closed stream, the legacy
-        default stream, a stream already capturing."""
+        default stream, a stream already capturing, a host callback."""
+        if running:
+            refuse("capture()")
         self.enter()
         try:
             self._refuse_uncapturable()
@@ -342,6 +350,8 @@ class StreamCore(Handle):
             self.leave()
 
     def begin_capture(self, kept: list[Any]) -> Capture:
+        if running:
+            refuse("capture()")
         self.enter()
         try:
             self._refuse_uncapturable()
