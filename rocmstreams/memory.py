@@ -17,6 +17,7 @@ from . import staging
 from .backends import PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
+from .core.callbacks import refuse, running
 from .core.config import config
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
@@ -233,6 +234,8 @@ def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], N
 def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     """A stream-ordered allocation of ``nbytes`` on ``core``'s stream (None: ready for any
     stream, see :func:`empty`), for memory another library wraps (Numba's memory manager)."""
+    if running:
+        refuse("a device allocation for Numba (its memory manager's memalloc)")
     return _allocate(nbytes, device, core)
 
 
@@ -308,6 +311,8 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     what was dropped and cached); ``pending_releases`` (dropped objects whose release waits for
     the next rocmstreams call).
     """
+    if running:
+        refuse("rocmstreams.memory_stats()")
     ordinal = check_device(device)
     with _stats.lock:
         found = dict(_stats.of(ordinal))
@@ -320,6 +325,8 @@ def empty_cache() -> None:
     """Release now what dropped arrays and streams left in the release queue, give the memory
     the pools cache back to the device (what the device has finished with), and free the idle
     page-locked staging buffers."""
+    if running:
+        refuse("rocmstreams.empty_cache()")
     lifetime.drain()
     be = active()
     for device in range(be.get_device_count()):
@@ -473,6 +480,8 @@ def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
 
 def _empty(shape: int | tuple[int, ...], dtype: Any, device: int | None,
            stream: "RocmStream | None", call: str) -> DeviceArray:
+    if running:
+        refuse(f"rocmstreams.{call}()")
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
     if stream is None:
@@ -523,6 +532,8 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     DeviceMismatchError
         A ``device`` that is not the device of ``stream``; nothing was allocated.
     """
+    if running:
+        refuse("rocmstreams.to_device()")
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
     dtype = device_dtype(ary.dtype)
@@ -547,6 +558,8 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     with, and the default device of :func:`device_view`. The memory is freed when the last
     array viewing it is gone.
     """
+    if running:
+        refuse("rocmstreams.pinned_empty()")
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
     ordinal = check_device(device)
@@ -631,6 +644,8 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     CaptureError
         A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
+    if running:
+        refuse("rocmstreams.copy_async()")
     if stream is None:
         found = _device_of(dst)
         found = _device_of(src) if found is None else found

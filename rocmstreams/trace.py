@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from .backends import Backend, active
 from .core.arrays import describe
+from .core.callbacks import refuse, running
 from .streamcore import COPY, GRAPH_LAUNCH, HOST_FUNC, LAUNCH, RECORD, WAIT, StreamCore, tracers
 
 __all__ = ["Trace", "TraceRecord", "trace", "range"]
@@ -102,6 +103,8 @@ class Trace:
 
     # ---- the block ---------------------------------------------------------------------------
     def _start(self) -> None:
+        if running:
+            refuse("rocmstreams.trace()")
         be = self._backend
         self._reference = be.event_create(True)
         be.stream_calls(0).event_record(self._reference)

@@ -34,7 +34,22 @@ class Things:
         self.other.synchronize()
 
 
+def _trace(t):
+    with rs.trace():
+        pass
+
+
 CALLS = {
+    "rs.empty": lambda t: rs.empty(16, np.float32),
+    "rs.empty on a stream": lambda t: rs.empty(16, np.float32, stream=t.other),
+    "rs.empty_like": lambda t: rs.empty_like(t.device),
+    "rs.to_device": lambda t: rs.to_device(np.zeros(4, np.float32), stream=t.other),
+    "rs.pinned_empty": lambda t: rs.pinned_empty(16, np.float32),
+    "rs.copy_async": lambda t: rs.copy_async(t.host, t.device, stream=t.other),
+    "rs.memory_stats": lambda t: rs.memory_stats(),
+    "rs.empty_cache": lambda t: rs.empty_cache(),
+    "rs.configure": lambda t: rs.configure(stream_pool_size=rs.config().stream_pool_size),
+    "rs.trace": _trace,
     "RocmStream()": lambda t: rs.RocmStream(non_blocking=True),
     "stream.query": lambda t: t.other.query(),
     "stream.synchronize": lambda t: t.other.synchronize(),
