@@ -66,6 +66,11 @@ CALLS = {
     "event.close": lambda t: t.start.close(),
     "graph.launch": lambda t: t.graph.launch(t.other),
     "graph.close": lambda t: t.graph.close(),
+    "kernel launch": lambda t: t.kernels.add_scalar[1, 16, t.other](t.device, np.float32(1)),
+    "rs.prepare": lambda t: rs.prepare(t.kernels.add_scalar, t.device, np.float32(1)),
+    "numba to_device on a RocmStream": lambda t: t.numba.to_device(np.zeros(4, np.float32),
+                                                                   stream=t.other),
+    "numba event record on a RocmStream": lambda t: t.numba_event.record(t.other),
 }
 
 
