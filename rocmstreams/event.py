@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from .backends import active
 from .core import lifetime
+from .core.callbacks import refuse, running
 from .core.device import check_device, using_device
 from .core.lifetime import Handle
 from .errors import DeviceMismatchError, EventNotReadyError, EventNotRecordedError, \
     EventTimingDisabledError, StreamClosedError
-from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, \
-    refuse_in_callback, wait_blocking
+from .streamcore import WAIT, StreamCore, check_timeout, core_of, default_core, wait_blocking
 
 if TYPE_CHECKING:
     from .stream import RocmStream
@@ -39,6 +39,8 @@ class Event:
                  "__weakref__")
 
     def __init__(self, *, timing: bool = False, device: int | None = None) -> None:
+        if running:
+            refuse("Event()")
         if not isinstance(timing, bool):
             raise TypeError(f"timing must be True or False, got {timing!r}")
         ordinal = check_device(device)
@@ -92,6 +94,8 @@ class Event:
         CaptureError
             ``stream`` is capturing a graph (events inside a capture are not supported).
         """
+        if running:
+            refuse("Event.record()")
         if stream is None:
             core = default_core(self._device)
         else:
@@ -131,6 +135,8 @@ class Event:
 
     def query(self) -> bool:
         """True when the work before the last record has finished (or it was never recorded)."""
+        if running:
+            refuse("Event.query()")
         event = self._handle.enter()
         try:
             return self._backend.event_query(event)
@@ -147,8 +153,9 @@ class Event:
         timeout : float, optional
             Seconds to wait at most; then :class:`~rocmstreams.errors.WaitTimeoutError`.
         """
+        if running:
+            refuse("Event.synchronize()")
         check_timeout(timeout)
-        refuse_in_callback("Event.synchronize()")
         event = self._handle.enter()
         be = self._backend
         try:
@@ -174,6 +181,8 @@ class Event:
             ``end`` is not an Event.
         EventTimingDisabledError, EventNotRecordedError, EventNotReadyError
         """
+        if running:
+            refuse("Event.elapsed_time()")
         if not isinstance(end, Event):
             raise TypeError(f"elapsed_time takes the end Event, got {type(end).__name__}")
         start_handle, end_handle = self.handle, end.handle
@@ -192,7 +201,10 @@ class Event:
         return self._backend.event_elapsed_time(start_handle, end_handle)
 
     def close(self) -> None:
-        """Destroy the event (once no call on it is in flight); idempotent."""
+        """Destroy the event (once no call on it is in flight); idempotent. Refused in a host
+        callback (an event dropped there is released after it)."""
+        if running:
+            refuse("Event.close()")
         self._handle.close()
         self._finalizer.detach()
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from .backends import Backend, StreamCalls
 from .core import lifetime
+from .core.callbacks import refuse, running
 from .core.lifetime import Handle
 from .errors import CaptureError, DeviceMismatchError, GraphClosedError, RocmStreamsError
 from .streamcore import GRAPH_LAUNCH, Capture, StreamCore, core_of
@@ -170,6 +171,8 @@ class Graph:
         StreamClosedError
             ``stream`` is closed.
         """
+        if running:
+            refuse("Graph.launch()")
         core = core_of(stream, "graph.launch()")
         handle = self._check_launchable()
         if core.device != self._device:
@@ -196,6 +199,8 @@ class Graph:
         CaptureError
             The capture is still open: leave the ``with`` block first.
         """
+        if running:
+            refuse("Graph.close()")
         if self._state == _CAPTURING:
             raise CaptureError("cannot close a graph while it is being captured; leave its "
                                "`with stream.capture()` block first")

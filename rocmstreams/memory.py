@@ -17,6 +17,7 @@ from . import pinned, staging
 from .backends import PER_THREAD_STREAM, Backend, active
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
+from .core.callbacks import refuse, running
 from .core.config import config
 from .core.device import check_device, thread_token, using_device
 from .core.lifetime import Handle
@@ -223,6 +224,8 @@ def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], N
 def device_block(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     """A stream-ordered allocation of ``nbytes`` on ``core``'s stream (None: ready for any
     stream, see :func:`empty`), for memory another library wraps (Numba's memory manager)."""
+    if running:
+        refuse("a device allocation for Numba (its memory manager's memalloc)")
     return _allocate(nbytes, device, core)
 
 
@@ -304,6 +307,8 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     ``pinned_peak_bytes``, ``pinned_allocations`` (blocks taken from the runtime) and
     ``pinned_reuses`` (blocks handed out again).
     """
+    if running:
+        refuse("rocmstreams.memory_stats()")
     ordinal = check_device(device)
     with _stats.lock:
         found = dict(_stats.of(ordinal))
@@ -321,6 +326,8 @@ def empty_cache() -> None:
 
     The runtime's free of page-locked memory waits for the whole device: this is the one call
     that does it (dropping a pinned array never does)."""
+    if running:
+        refuse("rocmstreams.empty_cache()")
     lifetime.drain()
     be = active()
     for device in range(be.get_device_count()):
@@ -476,6 +483,8 @@ def empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
 
 def _empty(shape: int | tuple[int, ...], dtype: Any, device: int | None,
            stream: "RocmStream | None", call: str) -> DeviceArray:
+    if running:
+        refuse(f"rocmstreams.{call}()")
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
     if stream is None:
@@ -526,6 +535,8 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     DeviceMismatchError
         A ``device`` that is not the device of ``stream``; nothing was allocated.
     """
+    if running:
+        refuse("rocmstreams.to_device()")
     if not isinstance(ary, np.ndarray):
         raise TypeError(f"to_device takes a numpy array, got {type(ary).__name__}")
     dtype = device_dtype(ary.dtype)
@@ -556,6 +567,8 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     Memory given to :func:`device_view` is freed by the runtime instead (its kernels' uses are
     not seen), which waits for the device.
     """
+    if running:
+        refuse("rocmstreams.pinned_empty()")
     shape, dtype = shape_of(shape), device_dtype(dtype)
     nbytes = byte_size(shape, dtype)
     ordinal = check_device(device)
@@ -640,6 +653,8 @@ def copy_async(dst: Any, src: Any, *, stream: "RocmStream | None" = None) -> Non
     CaptureError
         A pageable host endpoint while ``stream`` is capturing a graph; nothing was queued.
     """
+    if running:
+        refuse("rocmstreams.copy_async()")
     if stream is None:
         found = _device_of(dst)
         found = _device_of(src) if found is None else found

@@ -11,6 +11,7 @@ import numpy as np
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
 from .core import lifetime
+from .core.callbacks import refuse, running
 from .core.device import check_device, checked_priority_range, using_device
 from .event import Event
 from .graph import CaptureBlock
@@ -116,6 +117,8 @@ class RocmStream:
 
     def __init__(self, *, non_blocking: bool = False, priority: int = 0,
                  device: int | None = None, options: StreamOptions | None = None) -> None:
+        if running:
+            refuse("RocmStream()")
         be = active()
         if options is not None and (non_blocking is not False or priority != 0):
             raise TypeError("give the stream's options either as options=StreamOptions(...) "
@@ -349,11 +352,13 @@ class RocmStream:
     def launch_host_func(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a host thread after all earlier work on the stream (CuPy's name).
 
-        Later work waits for it. ``fn`` must not call the GPU runtime (rocmstreams raises if it
-        does); an exception it raises is raised as :class:`~rocmstreams.errors.CallbackError` at
-        the next :meth:`synchronize`. Inside a capture, ``fn`` runs once per replay of the graph,
-        and its exception is raised at the next synchronize of the stream the graph was launched
-        on.
+        Later work waits for it. ``fn`` must not call the GPU runtime: every rocmstreams call
+        that would (allocating, creating, querying, waiting for or closing a stream, event or
+        graph, queuing work) raises instead, and what ``fn`` drops is released after it, from
+        another thread. An exception it raises is raised as
+        :class:`~rocmstreams.errors.CallbackError` at the next :meth:`synchronize`. Inside a
+        capture, ``fn`` runs once per replay of the graph, and its exception is raised at the
+        next synchronize of the stream the graph was launched on.
         """
         if not callable(fn):
             raise TypeError(f"launch_host_func needs a callable, got {type(fn).__name__}")
@@ -455,7 +460,11 @@ class RocmStream:
         ------
         CaptureError
             The stream is capturing a graph; it stays open and the capture goes on.
+        RocmStreamsError
+            Called from a host callback (a stream dropped there is released after it).
         """
+        if running:
+            refuse("RocmStream.close()")
         self.__rocmstreams_core__.close()
         if self._finalizer is not None:
             self._finalizer.detach()

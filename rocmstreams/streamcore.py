@@ -22,12 +22,14 @@ from typing import Any, Callable, Protocol, TypeVar, cast
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, StreamCalls, active
 from .core import lifetime
+from .core.callbacks import refuse, running, wrap
 from .core.device import using_device
 from .core.lifetime import Handle
 from .errors import CallbackError, CaptureError, RocmStreamsError, StreamClosedError, WaitTimeoutError
 
-__all__ = ["StreamCore", "Capture", "core_of", "default_core", "refuse_in_callback",
-           "wait_blocking", "release_when_done", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY", "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
+__all__ = ["StreamCore", "Capture", "core_of", "default_core", "wait_blocking",
+           "release_when_done", "check_timeout", "tracers", "Tracer", "LAUNCH", "COPY",
+           "HOST_FUNC", "RECORD", "WAIT", "GRAPH_LAUNCH"]
 
 T = TypeVar("T")
 
@@ -58,35 +60,6 @@ tracers: list[Tracer] = []
 
 
 # ---- host callbacks ----------------------------------------------------------------------------
-_callback_thread = threading.local()
-_running: list[None] = []  # one entry per host callback running now, on any thread
-
-
-def refuse_in_callback(what: str) -> None:
-    """Raise when called from a host callback: the runtime forbids runtime calls there, and a
-    wait there would wait for the callback itself."""
-    if getattr(_callback_thread, "active", False):
-        raise RocmStreamsError(
-            f"{what} was called from inside a host callback; callbacks must not call the GPU "
-            "runtime (no stream, event or memory calls): queue the work after the callback from "
-            "the thread that added it, or signal that thread (e.g. a threading.Event)")
-
-
-def _wrap_callback(fn: Callable[..., Any], args: tuple,
-                   errors: list[tuple[Callable[..., Any], BaseException]]) -> Callable[[], None]:
-    def call() -> None:
-        _callback_thread.active = True
-        _running.append(None)
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - delivered at synchronize()
-            errors.append((fn, exc))
-        finally:
-            _running.pop()
-            _callback_thread.active = False
-    return call
-
-
 def _callback_error(errors: list[tuple[Callable[..., Any], BaseException]]) -> CallbackError:
     """The first callback error, counting the others; empties ``errors``."""
     taken = []
@@ -251,8 +224,11 @@ class StreamCore(Handle):
         """Queue one operation: ``fn(calls, *args)`` with the stream's bound calls.
 
         Raises StreamClosedError on a closed stream and CaptureError for what a capture
-        refuses, before ``fn`` runs; in a capture, ``args`` stay alive as long as the graph.
+        refuses, and RocmStreamsError from a host callback, before ``fn`` runs; in a capture,
+        ``args`` stay alive as long as the graph.
         """
+        if running:
+            refuse(kind)
         users = self.users
         users.append(None)
         try:
@@ -263,8 +239,6 @@ class StreamCore(Handle):
                 if kind not in _CAPTURED:
                     raise CaptureError(_REFUSED_IN_CAPTURE[kind])
                 capture.kept.append(args)
-            if _running:
-                refuse_in_callback(kind)
             if tracers and capture is None:
                 return self._traced(kind, fn, args)
             return fn(self.calls, *args)
@@ -275,7 +249,10 @@ class StreamCore(Handle):
 
     def check(self, kind: str) -> None:
         """Raise now what :meth:`submit` would raise for an operation of ``kind`` (closed
-        stream, capture state), before the caller prepares one (e.g. creates an event)."""
+        stream, capture state, a host callback), before the caller prepares one (e.g. creates an
+        event)."""
+        if running:
+            refuse(kind)
         self.enter()
         self.leave()
         if self.capture is not None and kind not in _CAPTURED:
@@ -283,6 +260,8 @@ class StreamCore(Handle):
 
     def record(self, event: int) -> None:
         """Record ``event`` after the work queued so far (the door written out: a hot path)."""
+        if running:
+            refuse(RECORD)
         if tracers:
             self.submit(RECORD, type(self.calls).event_record, event)
             return
@@ -293,8 +272,6 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
-            if _running:
-                refuse_in_callback(RECORD)
             self.calls.event_record(event)
         finally:
             users.pop()
@@ -316,10 +293,12 @@ class StreamCore(Handle):
         if capture is not None:
             capture.has_callbacks = True
         errors = self.callback_errors if capture is None else capture.errors
-        self.submit(HOST_FUNC, _launch_host_func, _wrap_callback(fn, args, errors))
+        self.submit(HOST_FUNC, _launch_host_func, wrap(fn, args, errors))
 
     def query(self) -> bool:
         """True when the stream is idle (the hot path: the door written out)."""
+        if running:
+            refuse("query()")
         users = self.users
         users.append(None)
         try:
@@ -336,6 +315,8 @@ class StreamCore(Handle):
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until the stream is idle; interruptible, ``timeout`` seconds at most (the door
         written out: a synchronize of an idle stream is a hot path)."""
+        if running:
+            refuse("synchronize()")
         if timeout is not None:
             check_timeout(timeout)
         # releases run before the wait, not after: the frees of arrays dropped so far are
@@ -348,8 +329,6 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise _capturing("synchronize()")
-            if _running:
-                refuse_in_callback("synchronize()")
             calls = self.calls
             if not calls.query():
                 if self.value == PER_THREAD_STREAM:
@@ -390,7 +369,9 @@ class StreamCore(Handle):
 
     def check_capturable(self) -> None:
         """Raise now what :meth:`begin_capture` would refuse: a closed stream, the legacy
-        default stream, a stream already capturing."""
+        default stream, a stream already capturing, a host callback."""
+        if running:
+            refuse("capture()")
         self.enter()
         try:
             self._refuse_uncapturable()
@@ -398,6 +379,8 @@ class StreamCore(Handle):
             self.leave()
 
     def begin_capture(self, kept: list[Any]) -> Capture:
+        if running:
+            refuse("capture()")
         self.enter()
         try:
             self._refuse_uncapturable()

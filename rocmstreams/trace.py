@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from .backends import Backend, active
 from .core.arrays import describe
+from .core.callbacks import refuse, running
 from .core.lifetime import Handle
 from .streamcore import (COPY, GRAPH_LAUNCH, HOST_FUNC, LAUNCH, RECORD, WAIT, StreamCore,
                          release_when_done, tracers, wait_blocking)
@@ -112,6 +113,8 @@ class Trace:
 
     # ---- the block ---------------------------------------------------------------------------
     def _start(self) -> None:
+        if running:
+            refuse("rocmstreams.trace()")
         be = self._backend
         reference = self._reference = be.event_create(True)
         self._events = events = Handle(reference, self._destroy_events, "trace's events")

@@ -1,9 +1,13 @@
-"""Host callbacks: in order, no GIL deadlock, exceptions delivered at synchronize()."""
+"""Host callbacks: in order, no GIL deadlock, exceptions delivered at synchronize(), and no
+runtime call made on a callback's thread (releases due there wait for the next drain)."""
+import gc
 import threading
 
+import numpy as np
 import pytest
 
 import rocmstreams as rs
+from rocmstreams.core import lifetime
 
 
 def test_a_callback_gets_its_arguments(stream):
@@ -64,3 +68,58 @@ def test_add_callback_refuses_what_cannot_be_called(stream):
     with pytest.raises(TypeError, match="callable"):
         stream.launch_host_func("not callable")
     assert stream.query()
+
+
+# ---- releases due on a callback's thread wait for another thread ---------------------------------
+class _Recorded:
+    """A queued release that notes the thread it ran on."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def close(self):
+        self.threads.append(threading.current_thread())
+
+
+def test_a_drain_on_a_callback_thread_runs_no_release(stream):
+    ran, seen_in_callback = [], []
+
+    def callback():
+        lifetime.defer(_Recorded(ran))
+        lifetime.drain()
+        seen_in_callback.extend(ran)
+
+    stream.launch_host_func(callback)
+    stream.synchronize()
+    lifetime.drain()
+    assert seen_in_callback == [] and ran == [threading.current_thread()]
+
+
+def test_a_handle_closed_on_a_callback_thread_is_released_at_the_next_drain_elsewhere(stream):
+    ran = []
+    handle = lifetime.Handle(0x1234, lambda value: ran.append(threading.current_thread()),
+                             "test handle")
+    stream.launch_host_func(handle.close)
+    stream.synchronize()
+    assert handle.closed and ran == []
+    lifetime.drain()
+    assert ran == [threading.current_thread()]
+
+
+def test_objects_collected_inside_a_callback_are_released_after_it_without_an_error(stream,
+                                                                                 backend):
+    from conftest import collect
+    collect()
+    counted = ("streams", "events", "allocations")
+    before = {k: backend.live_handles()[k] for k in counted}
+    held = [rs.RocmStream(non_blocking=True), rs.Event(), rs.empty(16, np.float32),
+            rs.pinned_empty(16, np.float32)]
+
+    def drop():
+        held.clear()
+        gc.collect()
+
+    stream.launch_host_func(drop)
+    stream.synchronize()  # no CallbackError: the finalizers queued the releases
+    collect()
+    assert {k: backend.live_handles()[k] for k in counted} == before

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import backends
 from ..backends import native
+from .callbacks import refuse, running
 
 __all__ = ["Config", "config", "configure"]
 
@@ -153,6 +154,8 @@ def configure(**changes: Any) -> _Restore:
     TypeError, ValueError
         An unknown name or a bad value; the configuration is unchanged.
     """
+    if running:
+        refuse("rocmstreams.configure()")
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(changes) - known)
     if unknown:

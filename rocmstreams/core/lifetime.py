@@ -11,6 +11,9 @@ Finalizers (:func:`own`: ``weakref.finalize``'s mechanism, a weak reference with
 in a registry, without its Python-level bookkeeping) run on any thread, inside any allocation,
 while any lock is held: they only append to a queue (:func:`defer`), which is drained outside
 locks and outside graph captures (:func:`drain`), the way numba-cuda defers its deallocations.
+A host callback's thread never releases: there a drain does nothing, and a handle whose last
+operation leaves there is queued for the next drain on another thread (the runtimes forbid
+runtime calls in a host callback; see :mod:`rocmstreams.core.callbacks`).
 
 The in-flight count is a list whose ``append`` / ``pop`` the interpreter makes atomic; the order
 ``enter``: count, then read ``value``; ``close``: clear ``value``, then read the count, makes
@@ -25,6 +28,7 @@ import weakref
 from typing import Callable, Protocol
 
 from ..errors import RocmStreamsError, StreamClosedError
+from .callbacks import on_callback_thread, running
 
 __all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending",
            "block_releases", "unblock_releases"]
@@ -92,7 +96,10 @@ class Handle:
 
     def finish(self) -> None:
         """Release the raw handle, once (whoever calls first); only once it is closed and no
-        operation is in flight."""
+        operation is in flight. On a host callback's thread it is queued for the next drain."""
+        if running and on_callback_thread():
+            defer(_Finish(self))
+            return
         try:
             value = self._token.pop()
         except IndexError:
@@ -104,6 +111,18 @@ class Handle:
             release(value)
         except Exception as exc:  # noqa: BLE001 - cleanup must not raise
             _warn(f"rocmstreams: releasing {self.what} {value:#x} failed: {exc}")
+
+
+class _Finish:
+    """A release due on a host callback's thread, left to the next drain."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+
+    def close(self) -> None:
+        self.handle.finish()
 
 
 def _warn(message: str) -> None:
@@ -185,9 +204,9 @@ def unblock_releases() -> None:
 
 def drain() -> None:
     """Run the deferred releases; called by user calls outside every lock of rocmstreams (object
-    creation, close, synchronize), never by a finalizer. Does nothing while a capture is open or
-    another thread drains."""
-    if not _pending or _blocked:
+    creation, close, synchronize), never by a finalizer. Does nothing while a capture is open,
+    while another thread drains, or on a host callback's thread."""
+    if not _pending or _blocked or (running and on_callback_thread()):
         return
     if not _draining.acquire(blocking=False):
         return

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...backends import Backend
+from ...core.callbacks import refuse, running
 from ...core.device import using_device
 from ...errors import DeviceMismatchError
 from ...memory import DeviceArray
@@ -205,6 +206,8 @@ def prepare(kernel: Any, *example_args: Any, device: int | None = None) -> None:
     TypeError
         ``example_args`` do not fit the kernel's parameters; nothing was compiled.
     """
+    if running:
+        refuse("rocmstreams.prepare()")
     from ...backends import active
     from ...core.device import check_device
     be = active()

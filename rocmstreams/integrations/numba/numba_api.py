@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...backends import Backend
+from ...core.callbacks import refuse, running
 from ...event import Event
 from ...stream import RocmStream, default_stream
 from ...streamcore import StreamCore
@@ -80,6 +81,8 @@ def _install_driver(backend: Backend, driver: Any) -> None:
         core = _core_of(stream)
         if core is None:
             return stream
+        if running:
+            refuse("a numba.cuda call on a RocmStream (a copy or an event)")
         core.enter()  # a closed RocmStream is refused before Numba sees its handle
         core.leave()
         return backend.numba_stream(core.calls.handle)
@@ -137,6 +140,8 @@ def _install_simulator(module: Any) -> None:
     def queued_to_device(ary: Any, stream: Any = 0, copy: bool = True, to: Any = None) -> Any:
         if _core_of(stream) is None:
             return to_device(ary, stream=stream, copy=copy, to=to)
+        if running:
+            refuse("numba.cuda.to_device() on a RocmStream")
         host = np.array(ary, copy=True, subok=True)  # read now, as from pageable memory
         if to is not None:
             stream.launch_host_func(copy_to_device, to, host)
@@ -150,6 +155,8 @@ def _install_simulator(module: Any) -> None:
     def queued_copy_to_host(self: Any, ary: Any = None, stream: Any = 0) -> Any:
         if _core_of(stream) is None:
             return copy_to_host(self, ary, stream=stream)
+        if running:
+            refuse("numba.cuda's copy_to_host() on a RocmStream")
         out = np.empty(self.shape, self.dtype) if ary is None else ary
         stream.launch_host_func(copy_to_host, self, out)
         _wait_through(stream)
@@ -159,6 +166,8 @@ def _install_simulator(module: Any) -> None:
     def queued_copy_to_device(self: Any, ary: Any, stream: Any = 0) -> Any:
         if _core_of(stream) is None:
             return copy_to_device(self, ary, stream=stream)
+        if running:
+            refuse("numba.cuda's copy_to_device() on a RocmStream")
         host = np.array(ary, copy=True, subok=True)
         stream.launch_host_func(copy_to_device, self, host)
         return None
