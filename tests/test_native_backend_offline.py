@@ -255,3 +255,152 @@ def test_the_environment_variable_leaves_the_extension_out_of_the_process():
                           env={**os.environ, "PYTHONPATH": str(root),
                                "ROCMSTREAMS_NATIVE_CALLS": "0"}, timeout=120)
     assert done.stdout.split() == ["True", "True", "False"], done.stderr
+
+
+# ---- the compiled door: the stream core's checks and count made in C ---------------------------
+def door_core(be, handle=0x1000, owned=False):
+    from rocmstreams.streamcore import StreamCore
+    core = StreamCore(be, handle, 0, owned=owned)
+    assert type(core.door).__name__ == "StreamDoor"
+    return core
+
+
+def event_holder(handle=0x2000):
+    from rocmstreams.core.lifetime import Handle
+    return Handle(handle, None, "Event")
+
+
+@needs_extension
+def test_the_compiled_door_answers_query_synchronize_and_record_from_the_library(
+        native_backend):
+    be, binding, library = native_backend
+    core, event = door_core(be), event_holder()
+    assert core.door.query(core) is True
+    library.status["query"] = NOT_READY
+    assert core.door.query(core) is False
+    library.status["query"] = OK
+    core.door.synchronize(core, None)
+    core.door.record_event(core, event)
+    assert library.calls == [("query", (0x1000,))] * 3 + [("record", (0x2000, 0x1000))]
+    assert binding.calls == [] and core.users == [] and event.users == []
+
+
+@needs_extension
+def test_the_compiled_door_raises_stream_closed_error_for_a_closed_stream_or_event(
+        native_backend):
+    from rocmstreams.errors import StreamClosedError
+    be, _, library = native_backend
+    core, event = door_core(be), event_holder()
+    event.close()
+    with pytest.raises(StreamClosedError, match="Event is closed"):
+        core.door.record_event(core, event)
+    core.close()
+    for call in (lambda: core.door.query(core), lambda: core.door.synchronize(core),
+                 lambda: core.door.record_event(core, event_holder()),
+                 lambda: core.door.submit(core, "a copy", lambda calls: None)):
+        with pytest.raises(StreamClosedError, match="RocmStream is closed"):
+            call()
+    assert library.calls == [] and core.users == []
+
+
+@needs_extension
+def test_a_close_during_a_compiled_call_releases_the_stream_after_the_call(native_backend):
+    be, binding, library = native_backend
+    be.stream_pool_size = 0
+    core = door_core(be, owned=True)
+    seen = []
+
+    class CloseInTheCall(dict):
+        """The status of the library's query, read while its call runs: another thread
+        closes the stream then."""
+
+        def __getitem__(self, name):
+            core.close()
+            seen.append((core.closed, "StreamDestroy" in binding_names(binding),
+                         len(core.users)))
+            return OK
+
+    library.status = CloseInTheCall()
+    assert core.door.query(core) is True
+    assert seen == [(True, False, 1)]  # closed, not released while the call was in flight
+    assert binding_names(binding).count("StreamDestroy") == 1 and core.users == []
+
+
+@needs_extension
+def test_a_failed_status_through_the_compiled_door_raises_the_bindings_error(native_backend):
+    be, binding, library = native_backend
+    core = door_core(be)
+    library.status["record"] = BAD_HANDLE
+    binding.status["EventRecord"] = BAD_HANDLE
+    with pytest.raises(RocmStreamsError, match="could not record event 0x2000") as info:
+        core.door.record_event(core, event_holder())
+    assert info.value.name == "fakeErrorInvalidHandle" and core.users == []
+
+
+@needs_extension
+def test_the_compiled_door_hands_a_capture_a_callback_and_a_trace_to_the_python_door(
+        native_backend):
+    from rocmstreams import streamcore
+    from rocmstreams.errors import CaptureError
+    be, _, library = native_backend
+    core = door_core(be)
+    core.capture = streamcore.Capture([])
+    with pytest.raises(CaptureError):
+        core.door.query(core)
+    core.capture = None
+    streamcore._running.append(None)  # as a host callback running on this thread
+    streamcore._callback_thread.active = True
+    try:
+        with pytest.raises(RocmStreamsError, match="inside a host callback"):
+            core.door.record_event(core, event_holder())
+    finally:
+        streamcore._callback_thread.active = False
+        streamcore._running.pop()
+
+    class Tracer:
+        def __init__(self):
+            self.kinds = []
+
+        def begin(self, core, kind, fn, args):
+            self.kinds.append(kind)
+
+        def end(self, core, token):
+            pass
+
+    tracer = Tracer()
+    streamcore.tracers.append(tracer)
+    try:
+        core.door.record_event(core, event_holder())
+        core.door.submit(core, streamcore.COPY, lambda calls, n: None, 1)
+    finally:
+        streamcore.tracers.remove(tracer)
+    assert tracer.kinds == [streamcore.RECORD, streamcore.COPY]
+    assert library.names() == ["record"]
+
+
+@needs_extension
+def test_the_compiled_submit_calls_with_the_streams_calls_and_leaves_on_an_exception(
+        native_backend):
+    be, _, _ = native_backend
+    core = door_core(be)
+    got = []
+    assert core.door.submit(core, "a copy", lambda calls, *a: got.append((calls, a)) or 7,
+                            *range(12)) == 7
+    assert got == [(core.calls, tuple(range(12)))]
+
+    def fails(calls):
+        raise KeyError("raised by the operation")
+
+    with pytest.raises(KeyError, match="raised by the operation"):
+        core.door.submit(core, "a copy", fails)
+    assert core.users == []
+
+
+@needs_extension
+def test_turned_off_the_compiled_door_goes_through_the_binding(native_backend):
+    be, binding, library = native_backend
+    core = door_core(be)
+    be.native_calls = False
+    assert core.door.query(core) is True
+    core.door.record_event(core, event_holder())
+    assert library.calls == [] and binding_names(binding) == ["StreamQuery", "EventRecord"]

@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 
 from ..errors import RocmStreamsError, StreamClosedError
 
-__all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending",
+__all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending", "release_queue",
            "block_releases", "unblock_releases"]
 
 
@@ -166,6 +166,11 @@ def own(owner: object, obj: Closable) -> Finalizer:
 def pending() -> int:
     """How many releases wait for the next drain."""
     return len(_pending)
+
+
+def release_queue() -> "collections.deque[Closable]":
+    """The queue itself, for a compiled door that checks it is empty without a call."""
+    return _pending
 
 
 def block_releases() -> None:
