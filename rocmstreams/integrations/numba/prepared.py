@@ -158,7 +158,7 @@ _ARRAY_CHECK = """\
         m{i} = abi(a{i})
     if m{i}[0] is not T{i}:
         return False
-    if m{i}[2] != handle:
+    if m{i}[2] != handle and m{i}[3] is not None:
         note(m{i}[3], handle)
 """
 _SOURCES = itertools.count(1)
