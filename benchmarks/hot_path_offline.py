@@ -12,7 +12,7 @@ user's call and the C call; the ``floor`` rows are the compiled call alone (one 
 nothing, the GIL released and taken back), what no Python around it can go under.
 
     python benchmarks/hot_path_offline.py [--calls N] [--repeat R] [--json PATH]
-                                          [--profile FIGURE] [--python-path]
+                                          [--profile FIGURE] [--python-path] [--smoke]
 
 Each figure is the best mean of ``--repeat`` loops of ``--calls`` calls. ``--python-path`` runs
 with ``ROCMSTREAMS_NATIVE_CALLS=0`` (the extension left out: every call through the binding).
@@ -182,11 +182,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--profile", choices=FIGURES, help="cProfile one figure instead")
+    parser.add_argument("--smoke", action="store_true", help="few calls (a check that it runs)")
     parser.add_argument("--python-path", action="store_true",
                         help="ROCMSTREAMS_NATIVE_CALLS=0: the binding makes every call")
     args = parser.parse_args()
     if args.python_path:
         os.environ["ROCMSTREAMS_NATIVE_CALLS"] = "0"
+    if args.smoke:
+        args.calls, args.repeat = 2000, 1
     with tempfile.TemporaryDirectory(prefix="rocmstreams-hotpath-") as tmp:
         figures = setup(noop_library(Path(tmp)))
         if args.profile:
