@@ -287,9 +287,9 @@ class StreamCore(Handle):
         """Record the event whose handle ``holder`` owns (Event.record), its handle in use for
         the call: the door for the event and the stream written out, as :meth:`record`."""
         if tracers:
-            event = holder.enter()
+            traced = holder.enter()
             try:
-                self.submit(RECORD, type(self.calls).event_record, event)
+                self.submit(RECORD, type(self.calls).event_record, traced)
             finally:
                 holder.leave()
             return
