@@ -404,3 +404,39 @@ def test_turned_off_the_compiled_door_goes_through_the_binding(native_backend):
     assert core.door.query(core) is True
     core.door.record_event(core, event_holder())
     assert library.calls == [] and binding_names(binding) == ["StreamQuery", "EventRecord"]
+
+
+@needs_extension
+def test_the_compiled_door_refuses_a_core_class_whose_users_slot_is_not_its_handles(
+        native_backend):
+    """value and users are read in event holders (plain Handles) at the offsets found through
+    the core's class: a class that shadows users with a slot of its own must be refused, not
+    read out of the holder's bounds."""
+    from rocmstreams.core import lifetime
+    from rocmstreams.streamcore import StreamCore, _running, tracers
+    _, _, library = native_backend
+    points = library.points()
+
+    class Shadowing(StreamCore):
+        __slots__ = ("users",)
+
+    with pytest.raises(TypeError, match="users and .value must be slots of one type"):
+        native.compiled.StreamDoor(points.stream_query, points.event_record, 0x1000,
+                                   NOT_READY, object(), Shadowing, _running, tracers,
+                                   lifetime.release_queue())
+
+
+@needs_extension
+def test_the_compiled_door_answers_only_for_the_core_whose_calls_bound_it(native_backend):
+    """A door calls the runtime with its own stream: handed another stream's core it must not
+    call it with its handle (counted on the other core, a close of its own stream would not
+    wait for the call), but leave the other core to the Python door."""
+    be, _, library = native_backend
+    a, b = door_core(be, 0x1000), door_core(be, 0x1010)
+    a.close()
+    assert a.door.query(b) is True
+    a.door.synchronize(b)
+    a.door.record_event(b, event_holder())
+    assert a.door.submit(b, "a copy", lambda calls: calls) is b.calls
+    assert library.calls == [("query", (0x1010,))] * 2 + [("record", (0x2000, 0x1010))]
+    assert a.users == [] and b.users == []

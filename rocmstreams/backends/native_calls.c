@@ -381,9 +381,10 @@ typedef struct {
     PyObject *tracers;  /* list: the open traces */
     PyObject *pending;  /* collections.deque: the deferred releases */
     /* where the slots live: value and users of Handle (a stream core's and an event's holder),
-     * capture and callback_errors of StreamCore, read as the slots' member descriptors do */
+     * capture, callback_errors and calls of StreamCore, read as the slots' member descriptors
+     * do */
     PyTypeObject *handle_type, *core_type;
-    Py_ssize_t value_at, users_at, capture_at, errors_at;
+    Py_ssize_t value_at, users_at, capture_at, errors_at, calls_at;
 } StreamDoor;
 
 #ifndef Py_T_OBJECT_EX
@@ -399,8 +400,9 @@ slot(PyObject *obj, Py_ssize_t offset)
     return *(PyObject **)((char *)obj + offset);
 }
 
-/* The offset of the object slot `name` of `type`, and the type that defines it; -1 with an
- * exception set where it is not one. */
+/* The offset of the object slot `name` of `type`, and the type that defines it (a base of
+ * `type`, so that the offset is valid in every instance of `type`); -1 with an exception set
+ * where it is not one. */
 static Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name, PyTypeObject **owner)
 {
@@ -409,13 +411,14 @@ slot_offset(PyTypeObject *type, const char *name, PyTypeObject **owner)
     if (descr == NULL)
         return -1;
     if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-            ((PyMemberDescrObject *)descr)->d_member->type == Py_T_OBJECT_EX) {
+            ((PyMemberDescrObject *)descr)->d_member->type == Py_T_OBJECT_EX &&
+            PyType_IsSubtype(type, ((PyDescrObject *)descr)->d_type)) {
         offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-        if (owner != NULL)
-            *owner = ((PyDescrObject *)descr)->d_type;
+        *owner = ((PyDescrObject *)descr)->d_type;
     }
     else {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", type->tp_name, name);
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member of it or its bases",
+                     type->tp_name, name);
     }
     Py_DECREF(descr);
     return offset;
@@ -452,6 +455,12 @@ static int
 leave(StreamDoor *self, PyObject *holder)
 {
     PyObject *users = slot(holder, self->users_at);
+    if (users == NULL || !PyList_CheckExact(users)) {  /* replaced while counted */
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "a handle's users list was replaced while an "
+                                               "operation was counted in it");
+        return -1;
+    }
     Py_ssize_t n = PyList_GET_SIZE(users);
     if (PyList_SetSlice(users, n - 1, n, NULL) < 0)
         return -1;
@@ -468,8 +477,9 @@ leave(StreamDoor *self, PyObject *holder)
     return done == NULL && type == NULL ? -1 : 0;
 }
 
-/* 1: the door may take the fast path for core (a StreamCore, not capturing, no callback
- * running, and with `traced`, no trace open); 0: not. */
+/* 1: the door may take the fast path for core (a StreamCore whose calls are this door's, so
+ * that the door's stream is core's handle, not capturing, no callback running, and with
+ * `traced`, no trace open); 0: not. */
 static int
 fast_state(StreamDoor *self, PyObject *core, int traced)
 {
@@ -477,7 +487,7 @@ fast_state(StreamDoor *self, PyObject *core, int traced)
         return 0;
     if (!PyObject_TypeCheck(core, self->core_type))
         return 0;
-    return slot(core, self->capture_at) == Py_None;
+    return slot(core, self->calls_at) == self->calls && slot(core, self->capture_at) == Py_None;
 }
 
 static PyObject *
@@ -543,8 +553,13 @@ door_synchronize(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     /* an idle stream: one query, as the Python door makes first */
-    if ((nargs == 1 || args[1] == Py_None) && PyObject_Length(self->pending) == 0)
-        done = fast_state(self, args[0], 0);
+    if (nargs == 1 || args[1] == Py_None) {
+        Py_ssize_t waiting = PyObject_Length(self->pending);
+        if (waiting < 0)
+            return NULL;
+        if (waiting == 0)
+            done = fast_state(self, args[0], 0);
+    }
     if (done > 0)
         done = counted_query(self, args[0], &status);
     if (done < 0)
@@ -694,17 +709,24 @@ door_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "slow must be the stream core's class");
         return NULL;
     }
-    PyTypeObject *core_type = (PyTypeObject *)slow, *handle_type = NULL;
-    Py_ssize_t value_at = slot_offset(core_type, "value", &handle_type);
-    Py_ssize_t users_at = slot_offset(core_type, "users", NULL);
-    Py_ssize_t capture_at = slot_offset(core_type, "capture", NULL);
-    Py_ssize_t errors_at = slot_offset(core_type, "callback_errors", NULL);
-    if (value_at < 0 || users_at < 0 || capture_at < 0 || errors_at < 0)
+    /* value and users are read in event holders too (instances of handle_type, the type
+     * that defines value), at the offsets found through the core's class: both must be
+     * handle_type's own slots, not a subclass's shadowing one */
+    PyTypeObject *core_type = (PyTypeObject *)slow, *handle_type = NULL, *owner = NULL;
+    Py_ssize_t value_at, users_at, capture_at, errors_at, calls_at;
+    if ((value_at = slot_offset(core_type, "value", &handle_type)) < 0 ||
+            (users_at = slot_offset(core_type, "users", &owner)) < 0)
         return NULL;
-    if (!PyType_IsSubtype(core_type, handle_type)) {  /* users must be the holder's too */
-        PyErr_SetString(PyExc_TypeError, "the core's value and users must be its handle's");
+    if (owner != handle_type) {
+        PyErr_Format(PyExc_TypeError, "%s.users and .value must be slots of one type (the "
+                     "handle holder's), not of %s and %s", core_type->tp_name, owner->tp_name,
+                     handle_type->tp_name);
         return NULL;
     }
+    if ((capture_at = slot_offset(core_type, "capture", &owner)) < 0 ||
+            (errors_at = slot_offset(core_type, "callback_errors", &owner)) < 0 ||
+            (calls_at = slot_offset(core_type, "calls", &owner)) < 0)
+        return NULL;
     StreamDoor *self = (StreamDoor *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -714,6 +736,7 @@ door_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->users_at = users_at;
     self->capture_at = capture_at;
     self->errors_at = errors_at;
+    self->calls_at = calls_at;
     self->query = (handle_fn)query;
     self->record = (pair_fn)record;
     self->stream = stream;
