@@ -5,6 +5,11 @@ runtime's own error, and the switch turns the compiled calls off. Needs no GPU."
 from __future__ import annotations
 
 import ctypes
+import os
+import random
+import sys
+import threading
+import time
 
 import pytest
 
@@ -440,3 +445,159 @@ def test_the_compiled_door_answers_only_for_the_core_whose_calls_bound_it(native
     assert a.door.submit(b, "a copy", lambda calls: calls) is b.calls
     assert library.calls == [("query", (0x1010,))] * 2 + [("record", (0x2000, 0x1010))]
     assert a.users == [] and b.users == []
+
+
+# ---- a close from another thread while the compiled door calls ---------------------------------
+STRESS_ROUNDS = int(os.environ.get("ROCMSTREAMS_DOOR_STRESS_ROUNDS", "1000"))
+
+
+class LivenessLibrary:
+    """A runtime library whose query and record note every call made with a handle already
+    destroyed (``dead``); each call may hand the GIL to another thread, as a runtime call does."""
+
+    def __init__(self) -> None:
+        self.dead: set[int] = set()
+        self.violations: list[tuple] = []
+        self.calls = 0
+
+        def query(stream):
+            self.calls += 1
+            time.sleep(0)
+            if stream in self.dead:
+                self.violations.append(("query", stream))
+            return OK if random.random() < 0.7 else NOT_READY
+
+        def record(event, stream):
+            self.calls += 1
+            time.sleep(0)
+            if stream in self.dead or event in self.dead:
+                self.violations.append(("record", event, stream))
+            return OK
+
+        self._fns = {"query": StreamFn(query), "sync": StreamFn(lambda stream: OK),
+                     "record": PairFn(record), "launch": LaunchFn(lambda *args: OK)}
+
+    def points(self) -> native.EntryPoints:
+        query, sync, record, launch = (ctypes.cast(self._fns[n], ctypes.c_void_p).value
+                                       for n in ("query", "sync", "record", "launch"))
+        return native.EntryPoints(query, sync, record, launch, NOT_READY)
+
+
+@needs_extension
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "turned-off"])
+def test_a_close_from_another_thread_never_lets_a_call_reach_a_destroyed_handle(compiled):
+    """Four threads query, synchronize, record an event on and submit work to one stream while
+    a fifth closes it (and the event), round after round: every call succeeds or raises
+    StreamClosedError, and no call reaches the runtime (the library or the binding) with a
+    handle after its destroy. ROCMSTREAMS_DOOR_STRESS_ROUNDS sets the rounds."""
+    from rocmstreams.core.lifetime import Handle
+    from rocmstreams.errors import StreamClosedError
+    from rocmstreams.streamcore import COPY, StreamCore
+    library = LivenessLibrary()
+    be, binding = make_backend(native_entry_points=library.points)
+    be.stream_pool_size = 0  # every close destroys
+    destroyed: list[int] = []
+
+    def stream_destroy(stream):
+        destroyed.append(stream)
+        library.dead.add(stream)
+        return (OK,)
+
+    def checked(name, result):
+        def call(*args):
+            time.sleep(0)
+            if any(isinstance(a, int) and a in library.dead for a in args):
+                library.violations.append((name, *args))
+            return result
+        return call
+
+    binding.fakeStreamDestroy = stream_destroy
+    binding.fakeStreamQuery = checked("StreamQuery", (OK,))
+    binding.fakeEventRecord = checked("EventRecord", (OK,))
+
+    def work(calls, n):
+        if calls.handle in library.dead:
+            library.violations.append(("submit", calls.handle))
+        time.sleep(0)
+        if calls.handle in library.dead:
+            library.violations.append(("submit, after a switch", calls.handle))
+        return n
+
+    counts, counting = {"ok": 0, "closed": 0}, threading.Lock()
+    failures: list[str] = []
+    round_state: dict[str, object] = {}
+    start, end = threading.Barrier(6), threading.Barrier(6)
+    stop = []
+
+    def caller(seed):
+        rnd = random.Random(seed)
+        while True:
+            start.wait()
+            if stop:
+                return
+            core, event = round_state["core"], round_state["event"]
+            ok = closed = 0
+            for _ in range(6):
+                op = rnd.randrange(4)
+                try:
+                    if op == 0:
+                        core.door.query(core)
+                    elif op == 1:
+                        core.door.synchronize(core, None)
+                    elif op == 2:
+                        core.door.record_event(core, event)
+                    else:
+                        assert core.door.submit(core, COPY, work, 5) == 5
+                    ok += 1
+                except StreamClosedError:
+                    closed += 1
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failures.append(repr(exc))
+            with counting:
+                counts["ok"] += ok
+                counts["closed"] += closed
+            end.wait()
+
+    def closer():
+        rnd = random.Random(99)
+        while True:
+            start.wait()
+            if stop:
+                return
+            for _ in range(rnd.randrange(4)):
+                time.sleep(0)
+            round_state["core"].close()
+            if rnd.random() < 0.5:
+                round_state["event"].close()
+            end.wait()
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    threads.append(threading.Thread(target=closer))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    native.set_enabled(compiled)
+    for t in threads:
+        t.start()
+    try:
+        for r in range(STRESS_ROUNDS):
+            handle = be.stream_create(False, 0, 0)
+            core = StreamCore(be, handle, 0, owned=True)
+            assert type(core.door).__name__ == "StreamDoor"
+            event = Handle(0x900000 + r * 0x10, library.dead.add, "Event")
+            round_state.update(core=core, event=event)
+            start.wait()
+            end.wait()
+            assert core.closed and core.users == [] and destroyed.count(handle) == 1, r
+            event.close()
+            assert event.users == [] and event.value is None
+    finally:
+        stop.append(True)
+        start.wait()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(switch)
+        native.set_enabled(True)
+    print(f"{STRESS_ROUNDS} rounds: {counts['ok']} calls succeeded, {counts['closed']} raised "
+          f"StreamClosedError, {library.calls} reached the library")
+    assert failures == [] and library.violations == []
+    assert len(destroyed) == STRESS_ROUNDS and counts["ok"] and counts["closed"]
