@@ -109,18 +109,7 @@ class Event:
                 f"{core.device}: an event records only on a stream of its own device; make the "
                 f"event there (Event(device={core.device}) or stream.record()), or record on a "
                 f"stream of device {self._device}")
-        handle = self._handle
-        users = handle.users
-        users.append(None)
-        try:
-            event = handle.value
-            if event is None:
-                raise StreamClosedError(handle.closed_message())
-            core.record(event)
-        finally:
-            users.pop()
-            if handle.value is None and not users:
-                handle.finish()
+        core.door.record_event(core, self._handle)
         self._recorded = True
         return self
 

@@ -273,7 +273,8 @@ class RocmStream:
         CaptureError
             The stream is capturing a graph; the capture goes on.
         """
-        return self.__rocmstreams_core__.query()
+        core = self.__rocmstreams_core__
+        return core.door.query(core)
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Block until all work queued on the stream has finished.
@@ -296,7 +297,8 @@ class RocmStream:
         CaptureError
             The stream is capturing a graph; the capture goes on.
         """
-        self.__rocmstreams_core__.synchronize(timeout)
+        core = self.__rocmstreams_core__
+        core.door.synchronize(core, timeout)
 
     def record(self, event: Event | None = None, *, timing: bool = False) -> Event:
         """Record an event after the work queued so far; returns it.

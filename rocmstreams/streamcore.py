@@ -200,7 +200,8 @@ class StreamCore(Handle):
         Kept alive as long as the stream (a borrowed stream's foreign owner).
     """
 
-    __slots__ = ("backend", "device", "calls", "owned", "owner", "capture", "callback_errors")
+    __slots__ = ("backend", "device", "calls", "owned", "owner", "capture", "callback_errors",
+                 "door")
 
     def __init__(self, backend: Backend, handle: int, device: int, owned: bool,
                  owner: object = None) -> None:
@@ -211,6 +212,14 @@ class StreamCore(Handle):
         if handle in (LEGACY_STREAM, PER_THREAD_STREAM) and backend.get_device_count() > 1:
             # handles 0 and 2 name the default streams of whichever device is current
             self.calls = OnDevice(self.calls, device)
+        #: What the public objects call the hot operations through, the core first:
+        #: ``door.query(core)``, ``door.synchronize(core, timeout)``, ``door.record_event(core,
+        #: event_handle)``, ``door.submit(core, kind, fn, *args)``. The stream's compiled door
+        #: where its calls offer one (the same checks and count, made in C; anything else it
+        #: hands to these methods of StreamCore), else StreamCore itself.
+        bind_door = getattr(self.calls, "bind_door", None)
+        self.door: Any = StreamCore if bind_door is None else bind_door(
+            StreamCore, _running, tracers, lifetime.release_queue())
         self.owned = owned
         self.owner = owner
         self.capture: Capture | None = None
@@ -277,6 +286,38 @@ class StreamCore(Handle):
             users.pop()
             if self.value is None and not users:
                 self.finish()
+
+    def record_event(self, holder: Handle) -> None:
+        """Record the event whose handle ``holder`` owns (Event.record), its handle in use for
+        the call: the door for the event and the stream written out, as :meth:`record`."""
+        if tracers:
+            traced = holder.enter()
+            try:
+                self.submit(RECORD, type(self.calls).event_record, traced)
+            finally:
+                holder.leave()
+            return
+        held, users = holder.users, self.users
+        held.append(None)
+        users.append(None)
+        try:
+            event = holder.value
+            if event is None:
+                raise StreamClosedError(holder.closed_message())
+            if self.value is None:
+                raise StreamClosedError(self.closed_message())
+            if self.capture is not None:
+                raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
+            if _running:
+                refuse_in_callback(RECORD)
+            self.calls.event_record(event)
+        finally:
+            users.pop()
+            if self.value is None and not users:
+                self.finish()
+            held.pop()
+            if holder.value is None and not held:
+                holder.finish()
 
     def _traced(self, kind: str, fn: Callable[..., T], args: tuple) -> T:
         tokens = [(t, t.begin(self, kind, fn, args)) for t in list(tracers)]

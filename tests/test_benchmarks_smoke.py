@@ -1,6 +1,7 @@
 """The benchmarks run end to end on the selected backend, with their outputs checked."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_hot_calls_offline_smoke_times_the_binding_and_the_compiled_paths(tmp_pa
     else:
         assert any(r["path"] == "compiled" and "missing" in r for r in report["rows"])
     assert all(r["ns"] > 0 for r in report["rows"] if "ns" in r) and "ns per call" in stdout
+
+
+@pytest.mark.skipif(not any(shutil.which(cc) for cc in ("gcc", "cc")),
+                    reason="no C compiler for the no-op driver library")
+@pytest.mark.parametrize("path", [(), ("--python-path",)])
+def test_hot_path_offline_smoke_times_the_public_calls_over_no_op_c_calls(tmp_path, path):
+    from rocmstreams.backends import native
+    report, stdout = _run("hot_path_offline.py", tmp_path, *path)
+    figures = set(report["ns"])
+    assert {"query", "synchronize", "event record", "stream record", "launch"} <= figures
+    assert ("floor query" in figures) is (native.built() and not path)
+    assert all(ns > 0 for ns in report["ns"].values()) and "ns per call" in stdout
 
 
 def test_peer_copies_smoke_checks_every_copy_and_names_what_is_missing(backend, tmp_path):

@@ -22,7 +22,8 @@ except ImportError:  # not built: no C compiler or headers at install time
     _extension = None  # type: ignore[assignment]
 
 __all__ = ["EntryPoints", "LaunchBinder", "built", "allowed_by_environment", "enabled",
-           "set_enabled", "entry_points", "launch_binder", "handle_call", "handle_pair_call"]
+           "set_enabled", "entry_points", "launch_binder", "handle_call", "handle_pair_call",
+           "stream_door"]
 
 
 def allowed_by_environment() -> bool:
@@ -122,6 +123,20 @@ def handle_pair_call(fn: int, second: int) -> Callable[[int], int]:
     """``fn(first, second)`` compiled and bound to ``second``."""
     assert compiled is not None
     return compiled.HandlePairCall(fn, second)
+
+
+def stream_door(points: EntryPoints, stream: int, calls: Any, slow: Any, running: list,
+                tracers: list, pending: Any) -> Any:
+    """The compiled door of one stream (raw handle ``stream``): ``query(core)``,
+    ``synchronize(core, timeout=None)``, ``record_event(core, event_handle)`` and ``submit(core,
+    kind, fn, *args)`` make the checks of ``slow``'s methods of the same names (the stream
+    core's door) and count the operation in flight in C; anything else, and every status but
+    success (not-ready, for a query), they hand to ``slow``'s method. ``fn`` is called with
+    ``calls``; ``running``, ``tracers`` and ``pending`` are the lists (a deque) whose emptiness
+    the fast path needs: host callbacks running, open traces, deferred releases."""
+    assert compiled is not None
+    return compiled.StreamDoor(points.stream_query, points.event_record, stream,
+                               points.not_ready, calls, slow, running, tracers, pending)
 
 
 if hasattr(os, "register_at_fork"):

@@ -9,6 +9,10 @@
  *   KernelLaunch(fn, function, params, extra)(gx, gy, gz, bx, by, bz, shared, stream)
  *       fn(function, gx, gy, gz, bx, by, bz, shared, stream, params, extra)
  *
+ * and, for one stream, the stream core's door itself (StreamDoor: query, synchronize,
+ * record_event, submit), whose checks of the stream's state and count of the operation in flight
+ * are made here too, so that s.query() reaches the runtime through no Python frame but its own.
+ *
  * cuStreamQuery/hipStreamQuery, cuStreamSynchronize/hipStreamSynchronize, cuEventRecord/
  * hipEventRecord and cuLaunchKernel/hipModuleLaunchKernel have these signatures on both runtimes,
  * so no vendor header is needed. Every call returns the runtime's status as an int, and releases
@@ -19,6 +23,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>  /* PyMemberDef (in Python.h from 3.12) */
+#endif
 #include <limits.h>
 #include <stddef.h>
 #include <inttypes.h>
@@ -350,6 +357,439 @@ static PyTypeObject KernelLaunchType = {
     .tp_repr = launch_repr,
 };
 
+/* ---- StreamDoor: the stream core's door for one stream, compiled ---------------------------- */
+
+/* The fast path of the door (streamcore.StreamCore) for the hot operations, with every check
+ * the Python door makes, made with the GIL held: the handle is open (core.value is not None),
+ * the stream is not capturing, no host callback runs (the `running` list is empty), no trace
+ * is open (`tracers` is empty), no release waits (`pending` is empty, for synchronize). Then
+ * the operation is counted in flight (core.users, and an event's users), as Handle.enter does,
+ * so that a concurrent close releases the handle only after it (whoever leaves last calls
+ * finish()). Anything else, any status but success (and, for a query, not-ready), and the
+ * calls turned off, go to the same method of `slow` (StreamCore's own, unbound), which makes
+ * the Python door's checks and raises its errors. */
+
+typedef struct {
+    PyObject_HEAD
+    handle_fn query;
+    pair_fn record;
+    void *stream;
+    long not_ready;
+    PyObject *calls;    /* what a submitted operation is called with */
+    PyObject *slow;     /* StreamCore: slow.query(core), ... */
+    PyObject *running;  /* list: one entry per host callback running */
+    PyObject *tracers;  /* list: the open traces */
+    PyObject *pending;  /* collections.deque: the deferred releases */
+    /* where the slots live: value and users of Handle (a stream core's and an event's holder),
+     * capture, callback_errors and calls of StreamCore, read as the slots' member descriptors
+     * do */
+    PyTypeObject *handle_type, *core_type;
+    Py_ssize_t value_at, users_at, capture_at, errors_at, calls_at;
+} StreamDoor;
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX 16  /* structmember.h's T_OBJECT_EX */
+#endif
+
+static PyObject *str_finish, *str_query, *str_synchronize, *str_record_event, *str_submit;
+
+/* A slot's value (borrowed; NULL where it is unset). */
+static inline PyObject *
+slot(PyObject *obj, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)obj + offset);
+}
+
+/* The offset of the object slot `name` of `type`, and the type that defines it (a base of
+ * `type`, so that the offset is valid in every instance of `type`); -1 with an exception set
+ * where it is not one. */
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name, PyTypeObject **owner)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
+    Py_ssize_t offset = -1;
+    if (descr == NULL)
+        return -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)descr)->d_member->type == Py_T_OBJECT_EX &&
+            PyType_IsSubtype(type, ((PyDescrObject *)descr)->d_type)) {
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        *owner = ((PyDescrObject *)descr)->d_type;
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member of it or its bases",
+                     type->tp_name, name);
+    }
+    Py_DECREF(descr);
+    return offset;
+}
+
+static int leave(StreamDoor *self, PyObject *holder);
+
+/* Handle.enter: 1: the operation is counted in flight on `holder` and its handle is open
+ * (with `address`, the handle's value as a pointer); 0: the handle is closed, or `holder` no
+ * Handle (nothing counted); -1: an exception (nothing counted). Counted first, then the handle
+ * read, as Handle.enter does. */
+static int
+enter(StreamDoor *self, PyObject *holder, void **address)
+{
+    if (!PyObject_TypeCheck(holder, self->handle_type))
+        return 0;
+    PyObject *users = slot(holder, self->users_at);
+    if (users == NULL || !PyList_CheckExact(users))
+        return 0;
+    if (PyList_Append(users, Py_None) < 0)
+        return -1;
+    PyObject *value = slot(holder, self->value_at);
+    int open = value != NULL && value != Py_None;
+    if (open && address != NULL && as_address(value, address) < 0)
+        open = -1;
+    if (open <= 0 && leave(self, holder) < 0)
+        return -1;
+    return open;
+}
+
+/* Handle.leave: uncount the operation; the last one to leave a closed handle releases it. An
+ * exception already set (the operation's own) stays. */
+static int
+leave(StreamDoor *self, PyObject *holder)
+{
+    PyObject *users = slot(holder, self->users_at);
+    if (users == NULL || !PyList_CheckExact(users)) {  /* replaced while counted */
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "a handle's users list was replaced while an "
+                                               "operation was counted in it");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(users);
+    if (PyList_SetSlice(users, n - 1, n, NULL) < 0)
+        return -1;
+    if (n > 1 || slot(holder, self->value_at) != Py_None)
+        return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *done = PyObject_CallMethodNoArgs(holder, str_finish);  /* never raises */
+    if (done == NULL && type != NULL)
+        PyErr_Clear();
+    Py_XDECREF(done);
+    if (type != NULL)
+        PyErr_Restore(type, value, tb);
+    return done == NULL && type == NULL ? -1 : 0;
+}
+
+/* 1: the door may take the fast path for core (a StreamCore whose calls are this door's, so
+ * that the door's stream is core's handle, not capturing, no callback running, and with
+ * `traced`, no trace open); 0: not. */
+static int
+fast_state(StreamDoor *self, PyObject *core, int traced)
+{
+    if (PyList_GET_SIZE(self->running) != 0 || (traced && PyList_GET_SIZE(self->tracers) != 0))
+        return 0;
+    if (!PyObject_TypeCheck(core, self->core_type))
+        return 0;
+    return slot(core, self->calls_at) == self->calls && slot(core, self->capture_at) == Py_None;
+}
+
+static PyObject *
+slow_call(StreamDoor *self, PyObject *name, PyObject *const *args, size_t nargs)
+{
+    PyObject *fn = PyObject_GetAttr(self->slow, name);
+    if (fn == NULL)
+        return NULL;
+    PyObject *result = PyObject_Vectorcall(fn, args, nargs, NULL);
+    Py_DECREF(fn);
+    return result;
+}
+
+/* The stream's query call, counted in flight on core: its status, or NOT_CALLED. */
+static int
+counted_query(StreamDoor *self, PyObject *core, int *status)
+{
+    int open = enter(self, core, NULL);
+    if (open <= 0)
+        return open;
+    *status = NOT_CALLED;
+    if (calls_enabled) {
+        handle_fn fn = self->query;
+        void *stream = self->stream;
+        Py_BEGIN_ALLOW_THREADS
+        *status = fn(stream);
+        Py_END_ALLOW_THREADS
+    }
+    return leave(self, core) < 0 ? -1 : 1;
+}
+
+static PyObject *
+door_query(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    int status, done;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "query(core) takes the stream's core");
+        return NULL;
+    }
+    done = fast_state(self, args[0], 0);
+    if (done > 0)
+        done = counted_query(self, args[0], &status);
+    if (done < 0)
+        return NULL;
+    if (done > 0) {
+        if (status == 0)
+            Py_RETURN_TRUE;
+        if (status == self->not_ready)
+            Py_RETURN_FALSE;
+    }
+    return slow_call(self, str_query, args, 1);
+}
+
+static PyObject *
+door_synchronize(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    int status = NOT_CALLED, done = 0;
+    if (nargs != 1 && nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "synchronize(core, timeout=None) takes the stream's "
+                                         "core");
+        return NULL;
+    }
+    /* an idle stream: one query, as the Python door makes first */
+    if (nargs == 1 || args[1] == Py_None) {
+        Py_ssize_t waiting = PyObject_Length(self->pending);
+        if (waiting < 0)
+            return NULL;
+        if (waiting == 0)
+            done = fast_state(self, args[0], 0);
+    }
+    if (done > 0)
+        done = counted_query(self, args[0], &status);
+    if (done < 0)
+        return NULL;
+    if (done > 0 && status == 0) {
+        PyObject *errors = slot(args[0], self->errors_at);
+        if (errors != NULL && PyList_CheckExact(errors) && PyList_GET_SIZE(errors) == 0)
+            Py_RETURN_NONE;
+    }
+    return slow_call(self, str_synchronize, args, (size_t)nargs);
+}
+
+static PyObject *
+door_record_event(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    int status = NOT_CALLED, done, event_open;
+    void *event = NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "record_event(core, event_handle) takes the stream's "
+                                         "core and the event's handle holder");
+        return NULL;
+    }
+    done = fast_state(self, args[0], 1);
+    if (done <= 0)
+        goto slow;
+    event_open = enter(self, args[1], &event);
+    if (event_open <= 0) {
+        done = event_open;
+        goto slow;
+    }
+    done = enter(self, args[0], NULL);
+    if (done > 0) {
+        if (calls_enabled) {
+            pair_fn fn = self->record;
+            void *stream = self->stream;
+            Py_BEGIN_ALLOW_THREADS
+            status = fn(event, stream);
+            Py_END_ALLOW_THREADS
+        }
+        if (leave(self, args[0]) < 0)
+            done = -1;
+    }
+    if (leave(self, args[1]) < 0)
+        done = -1;
+slow:
+    if (done < 0)
+        return NULL;
+    if (done > 0 && status == 0)
+        Py_RETURN_NONE;
+    return slow_call(self, str_record_event, args, 2);
+}
+
+static PyObject *
+door_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    PyObject *small[8], **call_args = small, *result;
+    int done;
+    if (nargs < 3) {
+        PyErr_SetString(PyExc_TypeError, "submit(core, kind, fn, *args) takes the stream's "
+                                         "core, the kind of operation and its function");
+        return NULL;
+    }
+    done = fast_state(self, args[0], 1);
+    if (done > 0)
+        done = enter(self, args[0], NULL);
+    if (done < 0)
+        return NULL;
+    if (done == 0)
+        return slow_call(self, str_submit, args, (size_t)nargs);
+    /* fn(calls, *args), with the GIL held */
+    Py_ssize_t n = nargs - 2;
+    if (n > (Py_ssize_t)(sizeof small / sizeof small[0])) {
+        call_args = PyMem_Malloc((size_t)n * sizeof(PyObject *));
+        if (call_args == NULL) {
+            PyErr_NoMemory();
+            leave(self, args[0]);
+            return NULL;
+        }
+    }
+    call_args[0] = self->calls;
+    for (Py_ssize_t i = 1; i < n; i++)
+        call_args[i] = args[i + 2];
+    result = PyObject_Vectorcall(args[2], call_args, (size_t)n, NULL);
+    if (call_args != small)
+        PyMem_Free(call_args);
+    if (leave(self, args[0]) < 0) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+static int
+door_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    Py_VISIT(self->calls);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->running);
+    Py_VISIT(self->tracers);
+    Py_VISIT(self->pending);
+    Py_VISIT(self->core_type);
+    Py_VISIT(self->handle_type);
+    return 0;
+}
+
+static int
+door_clear(PyObject *op)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    Py_CLEAR(self->calls);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->running);
+    Py_CLEAR(self->tracers);
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->core_type);
+    Py_CLEAR(self->handle_type);
+    return 0;
+}
+
+static void
+door_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    door_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *
+door_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"query", "record", "stream", "not_ready", "calls", "slow",
+                               "running", "tracers", "pending", NULL};
+    void *query = NULL, *record = NULL, *stream = NULL;
+    long not_ready;
+    PyObject *calls, *slow, *running, *tracers, *pending;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&lOOO!O!O:StreamDoor", keywords,
+                                     address_converter, &query, address_converter, &record,
+                                     address_converter, &stream, &not_ready, &calls, &slow,
+                                     &PyList_Type, &running, &PyList_Type, &tracers, &pending))
+        return NULL;
+    if (checked_function(query) == NULL || checked_function(record) == NULL)
+        return NULL;
+    if (!PyType_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "slow must be the stream core's class");
+        return NULL;
+    }
+    /* value and users are read in event holders too (instances of handle_type, the type
+     * that defines value), at the offsets found through the core's class: both must be
+     * handle_type's own slots, not a subclass's shadowing one */
+    PyTypeObject *core_type = (PyTypeObject *)slow, *handle_type = NULL, *owner = NULL;
+    Py_ssize_t value_at, users_at, capture_at, errors_at, calls_at;
+    if ((value_at = slot_offset(core_type, "value", &handle_type)) < 0 ||
+            (users_at = slot_offset(core_type, "users", &owner)) < 0)
+        return NULL;
+    if (owner != handle_type) {
+        PyErr_Format(PyExc_TypeError, "%s.users and .value must be slots of one type (the "
+                     "handle holder's), not of %s and %s", core_type->tp_name, owner->tp_name,
+                     handle_type->tp_name);
+        return NULL;
+    }
+    if ((capture_at = slot_offset(core_type, "capture", &owner)) < 0 ||
+            (errors_at = slot_offset(core_type, "callback_errors", &owner)) < 0 ||
+            (calls_at = slot_offset(core_type, "calls", &owner)) < 0)
+        return NULL;
+    StreamDoor *self = (StreamDoor *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->core_type = (PyTypeObject *)Py_NewRef(slow);
+    self->handle_type = (PyTypeObject *)Py_NewRef(handle_type);
+    self->value_at = value_at;
+    self->users_at = users_at;
+    self->capture_at = capture_at;
+    self->errors_at = errors_at;
+    self->calls_at = calls_at;
+    self->query = (handle_fn)query;
+    self->record = (pair_fn)record;
+    self->stream = stream;
+    self->not_ready = not_ready;
+    self->calls = Py_NewRef(calls);
+    self->slow = Py_NewRef(slow);
+    self->running = Py_NewRef(running);
+    self->tracers = Py_NewRef(tracers);
+    self->pending = Py_NewRef(pending);
+    return (PyObject *)self;
+}
+
+static PyObject *
+door_repr(PyObject *op)
+{
+    StreamDoor *self = (StreamDoor *)op;
+    char stream[24];
+    return PyUnicode_FromFormat("<StreamDoor stream=%s>", hex(self->stream, stream,
+                                                              sizeof stream));
+}
+
+static PyMethodDef door_methods[] = {
+    {"query", (PyCFunction)(void (*)(void))door_query, METH_FASTCALL,
+     PyDoc_STR("query(core) -> bool: StreamCore.query(core), the idle answer compiled.")},
+    {"synchronize", (PyCFunction)(void (*)(void))door_synchronize, METH_FASTCALL,
+     PyDoc_STR("synchronize(core, timeout=None): StreamCore.synchronize(core, timeout), an "
+               "idle stream's answer compiled.")},
+    {"record_event", (PyCFunction)(void (*)(void))door_record_event, METH_FASTCALL,
+     PyDoc_STR("record_event(core, event_handle): StreamCore.record_event(core, "
+               "event_handle), the record compiled.")},
+    {"submit", (PyCFunction)(void (*)(void))door_submit, METH_FASTCALL,
+     PyDoc_STR("submit(core, kind, fn, *args): StreamCore.submit(core, kind, fn, *args), the "
+               "door's checks and count compiled.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StreamDoorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rocmstreams.backends.native_calls.StreamDoor",
+    .tp_doc = PyDoc_STR("StreamDoor(query, record, stream, not_ready, calls, slow, running, "
+                        "tracers, pending): the stream core's door for one stream, its checks "
+                        "and in-flight count made in C; anything but the fast path goes to "
+                        "slow's method of the same name."),
+    .tp_basicsize = sizeof(StreamDoor),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = door_new,
+    .tp_repr = door_repr,
+    .tp_methods = door_methods,
+    .tp_traverse = door_traverse,
+    .tp_clear = door_clear,
+    .tp_dealloc = door_dealloc,
+};
+
 /* ---- the switch ----------------------------------------------------------------------------- */
 
 static PyObject *
@@ -391,7 +831,15 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit_native_calls(void)
 {
-    PyTypeObject *types[] = {&HandleCallType, &HandlePairCallType, &KernelLaunchType};
+    PyTypeObject *types[] = {&HandleCallType, &HandlePairCallType, &KernelLaunchType,
+                             &StreamDoorType};
+    PyObject **names[] = {&str_finish, &str_query, &str_synchronize, &str_record_event,
+                          &str_submit};
+    const char *texts[] = {"finish", "query", "synchronize", "record_event", "submit"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i] == NULL && (*names[i] = PyUnicode_InternFromString(texts[i])) == NULL)
+            return NULL;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;

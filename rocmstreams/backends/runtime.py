@@ -848,7 +848,8 @@ class NativeStreamCalls(RuntimeStreamCalls):
     call binds the device's primary context, and the next compiled call succeeds.
     """
 
-    __slots__ = ("_native_query", "_native_sync", "_native_record", "_not_ready")
+    __slots__ = ("_native_query", "_native_sync", "_native_record", "_not_ready", "_points",
+                 "_door")
 
     def __init__(self, backend: RuntimeBackend, handle: int, points: native.EntryPoints) -> None:
         super().__init__(backend, handle)
@@ -857,6 +858,17 @@ class NativeStreamCalls(RuntimeStreamCalls):
         self._native_sync = native.handle_call(points.stream_synchronize, self._raw)
         self._native_record = native.handle_pair_call(points.event_record, self._raw)
         self._not_ready = points.not_ready
+        self._points = points
+        self._door: Any = None
+
+    def bind_door(self, slow: Any, running: list, tracers: list, pending: Any) -> Any:
+        """The stream core's door compiled for this stream (see native.stream_door), made once:
+        the calls of a pooled stream serve every RocmStream that reuses it."""
+        door = self._door
+        if door is None:
+            door = self._door = native.stream_door(self._points, self._raw, self, slow, running,
+                                                   tracers, pending)
+        return door
 
     def query(self) -> bool:
         status = self._native_query()

@@ -30,7 +30,7 @@ from typing import Callable, Protocol
 from ..errors import RocmStreamsError, StreamClosedError
 from .callbacks import on_callback_thread, running
 
-__all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending",
+__all__ = ["Handle", "Closable", "Finalizer", "own", "defer", "drain", "pending", "release_queue",
            "block_releases", "unblock_releases"]
 
 
@@ -185,6 +185,11 @@ def own(owner: object, obj: Closable) -> Finalizer:
 def pending() -> int:
     """How many releases wait for the next drain."""
     return len(_pending)
+
+
+def release_queue() -> "collections.deque[Closable]":
+    """The queue itself, for a compiled door that checks it is empty without a call."""
+    return _pending
 
 
 def block_releases() -> None:

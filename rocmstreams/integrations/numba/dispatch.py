@@ -55,12 +55,13 @@ class KernelLaunch(functools.partial):
     object, no argument tuple built).
     """
 
+    # partial(core.door.submit, core, LAUNCH, launcher.run, config)
     __slots__ = ("stream",)
     stream: Any
 
     @property
     def launcher(self) -> KernelLauncher:
-        return self.args[1].__self__
+        return self.args[2].__self__
 
     @property
     def dispatcher(self) -> Any:
@@ -68,19 +69,19 @@ class KernelLaunch(functools.partial):
 
     @property
     def griddim(self) -> tuple[int, int, int]:
-        return self.args[2][:3]
+        return self.args[3][:3]
 
     @property
     def blockdim(self) -> tuple[int, int, int]:
-        return self.args[2][3:6]
+        return self.args[3][3:6]
 
     @property
     def sharedmem(self) -> int:
-        return self.args[2][6]
+        return self.args[3][6]
 
     @property
     def stream_core(self) -> StreamCore:
-        return self.func.__self__  # type: ignore[attr-defined]  # a bound method
+        return self.args[0]
 
     def __repr__(self) -> str:
         name = getattr(self.dispatcher, "__name__", "kernel")
@@ -279,7 +280,7 @@ def install(backend: Backend) -> None:
             launcher = launcher_of(backend, self, core.device)
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
-            bound = functools.partial(core.submit, LAUNCH, run, cfg)
+            bound = functools.partial(core.door.submit, core, LAUNCH, run, cfg)
             if n == 3 and not borrowed:
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()

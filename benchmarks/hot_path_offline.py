@@ -1,0 +1,218 @@
+"""The public hot path without a GPU: ``s.query()``, ``s.synchronize()``, ``ev.record(s)``,
+``s.record(ev)`` and ``kernel[grid, block, s](array, scalar)``, through the compiled calls into C
+functions that do nothing.
+
+The cuda backend is selected over the fake ``cuda.bindings.runtime`` and ``numba.cuda`` of
+``python_overhead.py``; the driver library the compiled layer takes its entry points from is a
+tiny library of no-op ``cuStreamQuery``, ``cuStreamSynchronize``, ``cuEventRecord`` and
+``cuLaunchKernel`` built here with gcc (so no fake handle ever reaches a real driver). A launch
+takes the prepared path: a fake Numba kernel of one float32 array and one float32 scalar, its
+driver function a made-up handle. What is left of each call is rocmstreams' Python between the
+user's call and the C call; the ``floor`` rows are the compiled call alone (one C call that does
+nothing, the GIL released and taken back), what no Python around it can go under.
+
+    python benchmarks/hot_path_offline.py [--calls N] [--repeat R] [--json PATH]
+                                          [--profile FIGURE] [--python-path] [--smoke]
+
+Each figure is the best mean of ``--repeat`` loops of ``--calls`` calls. ``--python-path`` runs
+with ``ROCMSTREAMS_NATIVE_CALLS=0`` (the extension left out: every call through the binding).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+NOOPS = """\
+int cuStreamQuery(void *s) { return 0; }
+int cuStreamSynchronize(void *s) { return 0; }
+int cuEventRecord(void *e, void *s) { return 0; }
+int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                   unsigned bz, unsigned shm, void *s, void **params, void **extra) { return 0; }
+"""
+FIGURES = ("query", "synchronize", "event record", "stream record", "launch", "floor query",
+           "floor launch")
+
+
+def noop_library(workdir: Path) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("no C compiler (gcc or cc) for the no-op driver library")
+    src, lib = workdir / "noop_driver.c", workdir / "libnoop_driver.so"
+    src.write_text(NOOPS)
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+# ---- a fake Numba kernel the prepared path takes ----------------------------------------------
+class ArrayType:
+    """What the prepared path reads of a Numba array type."""
+
+    ndim = 1
+
+
+Array = type("Array", (ArrayType,), {})  # the prepared path reads the type's name
+
+
+class Float32:
+    name = "float32"
+
+
+FLOAT32 = Float32()
+ARRAY_1D = Array()
+
+
+class FakeDeviceArray:
+    """A device array as numba.cuda's ``DeviceNDArray``: its interface, and room for the ABI
+    values the prepared path caches on it."""
+
+    def __init__(self, address: int, n: int) -> None:
+        self.__cuda_array_interface__ = {"shape": (n,), "strides": None, "typestr": "<f4",
+                                         "data": (address, False), "version": 3, "stream": None}
+
+
+class Kernel:
+    argument_types = (ARRAY_1D, FLOAT32)
+    debug = cooperative = False
+    extensions = ()
+
+
+def fake_numba_for_launches(numba_cuda: types.ModuleType) -> None:
+    """Give python_overhead's fake ``numba.cuda`` what a prepared launch reads."""
+    kernel = Kernel()
+
+    class Dispatcher:
+        _can_compile = True
+        _launch_config_sensitive = False
+
+        def __init__(self, fn: Callable[..., Any]) -> None:
+            self.py_func = fn
+            self.__name__ = fn.__name__
+            self.overloads = {(ARRAY_1D, FLOAT32): kernel}
+
+        def typeof_pyval(self, value: Any) -> Any:
+            return ARRAY_1D if isinstance(value, FakeDeviceArray) else FLOAT32
+
+        def configure(self, grid: Any, block: Any, stream: Any, shared: int) -> Any:
+            return lambda *args: None  # Numba's own launch: the first launch only
+
+        def __getitem__(self, config: Any) -> Any:
+            raise NotImplementedError("the fake numba.cuda launches only on RocmStreams")
+
+    numba_cuda.jit = Dispatcher  # type: ignore[attr-defined]
+    numba_cuda.cudadrv = types.SimpleNamespace(  # type: ignore[attr-defined]
+        devicearray=types.SimpleNamespace(DeviceNDArray=FakeDeviceArray))
+
+
+def kernel_driver_factory(native: Any, KernelDriver: type) -> Callable[[Any], Any]:
+    def make(backend: Any) -> Any:
+        ok = backend._success  # the fake binding's success (never called: bind_launch launches)
+        return KernelDriver(launch=lambda *args: (ok,), success=ok,
+                            function=lambda kernel: 0xF000, stream=lambda handle: handle,
+                            error=lambda status, what: RuntimeError(what),
+                            bind_launch=native.launch_binder(backend.native_entry_points()),
+                            raw_stream=lambda handle: handle or 1)
+    return make
+
+
+# ---- one process --------------------------------------------------------------------------------
+def per_call_ns(fn: Callable[[], Any], calls: int, repeat: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e9)
+    return best
+
+
+def setup(lib: Path) -> dict[str, Callable[[], Any]]:
+    os.environ["ROCMSTREAMS_BACKEND"] = "cuda"
+    import python_overhead
+    python_overhead.install_fakes()
+    fake_numba_for_launches(sys.modules["numba.cuda"])
+    import rocmstreams as rs
+    from rocmstreams.backends import KernelDriver, active, cuda, native
+    # the compiled calls' entry points come from the no-op library, never from libcuda
+    cuda._driver_library = lambda: ctypes.CDLL(str(lib))
+    cuda._kernel_driver = kernel_driver_factory(native, KernelDriver)
+    be = active()
+    if not native.allowed_by_environment():
+        assert not be.native_calls
+    elif native.built():
+        assert be.native_calls, "the compiled calls are not in use"
+    s = rs.RocmStream(non_blocking=True)
+    ev = rs.Event()
+    kernel = sys.modules["numba.cuda"].jit(lambda a, x: None)
+    kernel.__name__ = "axpy"
+    a = FakeDeviceArray(0x7000_0000, 1024)
+    x = 2.0
+    kernel[4, 256, s](a, x)  # Numba's launch, which prepares the signature
+    figures: dict[str, Callable[[], Any]] = {
+        "query": s.query, "synchronize": s.synchronize,
+        "event record": lambda: ev.record(s), "stream record": lambda: s.record(ev),
+        "launch": lambda: kernel[4, 256, s](a, x),
+    }
+    if native.compiled is not None:
+        no_op = ctypes.CDLL(str(lib))
+        query = native.handle_call(ctypes.cast(no_op.cuStreamQuery, ctypes.c_void_p).value,
+                                   0x1000)
+        launch = native.compiled.KernelLaunch(
+            ctypes.cast(no_op.cuLaunchKernel, ctypes.c_void_p).value, 0xF000, 0, 0)
+        figures["floor query"] = query
+        figures["floor launch"] = lambda: launch(4, 1, 1, 256, 1, 1, 0, 0x1000)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--profile", choices=FIGURES, help="cProfile one figure instead")
+    parser.add_argument("--smoke", action="store_true", help="few calls (a check that it runs)")
+    parser.add_argument("--python-path", action="store_true",
+                        help="ROCMSTREAMS_NATIVE_CALLS=0: the binding makes every call")
+    args = parser.parse_args()
+    if args.python_path:
+        os.environ["ROCMSTREAMS_NATIVE_CALLS"] = "0"
+    if args.smoke:
+        args.calls, args.repeat = 2000, 1
+    with tempfile.TemporaryDirectory(prefix="rocmstreams-hotpath-") as tmp:
+        figures = setup(noop_library(Path(tmp)))
+        if args.profile:
+            import cProfile
+            import pstats
+            fn = figures[args.profile]
+            with cProfile.Profile() as prof:
+                for _ in range(args.calls):
+                    fn()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+            return 0
+        result = {name: per_call_ns(fn, args.calls, args.repeat) for name, fn in figures.items()}
+    path = "pure Python (ROCMSTREAMS_NATIVE_CALLS=0)" if args.python_path else "compiled calls"
+    print(f"hot path over no-op C calls, {path}: ns per call, best of {args.repeat} x "
+          f"{args.calls}")
+    for name, ns in result.items():
+        print(f"  {name:16s} {ns:8.1f}")
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps({"benchmark": "hot_path_offline", "path": path,
+                                               "ns": result}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
