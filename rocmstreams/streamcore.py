@@ -219,7 +219,7 @@ class StreamCore(Handle):
         #: hands to these methods of StreamCore), else StreamCore itself.
         bind_door = getattr(self.calls, "bind_door", None)
         self.door: Any = StreamCore if bind_door is None else bind_door(
-            StreamCore, _running, tracers, lifetime.release_queue())
+            StreamCore, running, tracers, lifetime.release_queue())
         self.owned = owned
         self.owner = owner
         self.capture: Capture | None = None
@@ -308,8 +308,8 @@ class StreamCore(Handle):
                 raise StreamClosedError(self.closed_message())
             if self.capture is not None:
                 raise CaptureError(_REFUSED_IN_CAPTURE[RECORD])
-            if _running:
-                refuse_in_callback(RECORD)
+            if running:
+                refuse(RECORD)
             self.calls.event_record(event)
         finally:
             users.pop()

@@ -353,14 +353,15 @@ def test_the_compiled_door_hands_a_capture_a_callback_and_a_trace_to_the_python_
     with pytest.raises(CaptureError):
         core.door.query(core)
     core.capture = None
-    streamcore._running.append(None)  # as a host callback running on this thread
-    streamcore._callback_thread.active = True
+    from rocmstreams.core import callbacks
+    callbacks.running.append(None)  # as a host callback running on this thread
+    callbacks._thread.active = True
     try:
         with pytest.raises(RocmStreamsError, match="inside a host callback"):
             core.door.record_event(core, event_holder())
     finally:
-        streamcore._callback_thread.active = False
-        streamcore._running.pop()
+        callbacks._thread.active = False
+        callbacks.running.pop()
 
     class Tracer:
         def __init__(self):
@@ -418,7 +419,8 @@ def test_the_compiled_door_refuses_a_core_class_whose_users_slot_is_not_its_hand
     the core's class: a class that shadows users with a slot of its own must be refused, not
     read out of the holder's bounds."""
     from rocmstreams.core import lifetime
-    from rocmstreams.streamcore import StreamCore, _running, tracers
+    from rocmstreams.core.callbacks import running as _running
+    from rocmstreams.streamcore import StreamCore, tracers
     _, _, library = native_backend
     points = library.points()
 
