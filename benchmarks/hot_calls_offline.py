@@ -73,10 +73,11 @@ def measure(n: int) -> tuple[list[dict[str, Any]], str | None]:
     rows: list[dict[str, Any]] = []
     why = None
     with tempfile.TemporaryDirectory() as tmp:
-        lib = _noop_library(Path(tmp)) if native.built() else None
+        lib = _noop_library(Path(tmp)) if native.compiled is not None else None
         if lib is None:
             why = ("the compiled layer is not built" if not native.built()
-                   else "no C compiler for the no-op library")
+                   else "ROCMSTREAMS_NATIVE_CALLS=0 left the compiled layer out"
+                   if native.compiled is None else "no C compiler for the no-op library")
         paths: dict[str, RuntimeBackend] = {"binding": _backend(None)}
         if lib is not None:
             a1 = ctypes.cast(lib.noop1, ctypes.c_void_p).value or 0
