@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -48,53 +48,75 @@ class _Block:
 class DeviceBlock:
     """One stream-ordered device allocation and the streams it was used on.
 
-    ``home`` is the stream it was allocated on, and freed on; ``others`` (a dict used as an
-    ordered set) the other streams work using it was queued on, as ``(handle, device)``, each
-    held open until the free (:func:`note_use` adds them; a peer copy's stream may be of
-    another device). ``ready`` is False while work on another stream may not yet
-    touch it (see :func:`empty`). Freed once no array views it, through the release queue: the
-    home stream waits for an event recorded on each other stream, then frees it (never a host
-    wait).
+    ``home`` is the stream it was allocated on, and freed on. ``ready`` is False while work on
+    another stream may not yet touch it (see :func:`empty`). What its free needs (the other
+    streams it was used on, the threads whose per-thread default stream it was used on) lives in
+    ``release``, the :class:`_Release` the release queue closes once no array views the block:
+    the home stream waits for an event recorded on each other stream, then frees it (never a
+    host wait).
     """
 
-    __slots__ = ("ptr", "nbytes", "device", "home", "others", "threads", "ready", "handle",
-                 "__weakref__")
+    __slots__ = ("ptr", "nbytes", "device", "home", "ready", "release", "__weakref__")
 
     def __init__(self, ptr: int, nbytes: int, device: int, home: int, ready: bool,
-                 handle: Handle, others: dict[tuple[int, int], None], threads: set[int]) -> None:
+                 release: "_Release") -> None:
         self.ptr, self.nbytes, self.device, self.home = ptr, nbytes, device, home
-        self.ready, self.handle, self.others = ready, handle, others
-        #: the threads (see :func:`~rocmstreams.core.device.thread_token`) whose per-thread
-        #: default stream it was used on
-        self.threads = threads
-        lifetime.own(self, handle)
+        self.ready, self.release = ready, release
+        lifetime.own(self, release)
+
+    @property
+    def others(self) -> dict[tuple[int, int], None]:
+        """The other streams work using it was queued on, as ``(handle, device)`` in order of
+        first use, each held open until the free (:func:`note_use` adds them; a peer copy's
+        stream may be of another device)."""
+        return dict(self.release.others or {})
+
+    @property
+    def threads(self) -> set[int]:
+        """The threads (see :func:`~rocmstreams.core.device.thread_token`) whose per-thread
+        default stream it was used on."""
+        return set(self.release.threads or ())
 
 
 class _Stats:
     """Device memory rocmstreams holds, per device (updated under a lock by user calls and by
-    the release queue's drain, never by a finalizer)."""
+    the release queue's drain, never by a finalizer). Each device's figures are a list:
+    in use, peak, allocations, frees, retries after release."""
+
+    FIELDS = ("in_use_bytes", "peak_bytes", "allocations", "frees", "retries_after_release")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.by_device: dict[int, dict[str, int]] = {}
+        self.by_device: dict[int, list[int]] = {}
 
-    def of(self, device: int) -> dict[str, int]:
-        return self.by_device.setdefault(device, {"in_use_bytes": 0, "peak_bytes": 0,
-                                                  "allocations": 0, "frees": 0,
-                                                  "retries_after_release": 0})
+    def of(self, device: int) -> list[int]:
+        """The figures of ``device`` (under the lock)."""
+        found = self.by_device.get(device)
+        if found is None:
+            found = self.by_device[device] = [0, 0, 0, 0, 0]
+        return found
 
     def allocated(self, device: int, nbytes: int) -> None:
         with self.lock:
-            d = self.of(device)
-            d["in_use_bytes"] += nbytes
-            d["allocations"] += 1
-            d["peak_bytes"] = max(d["peak_bytes"], d["in_use_bytes"])
+            d = self.by_device.get(device) or self.of(device)
+            in_use = d[0] = d[0] + nbytes
+            d[2] += 1
+            if in_use > d[1]:
+                d[1] = in_use
 
     def freed(self, device: int, nbytes: int) -> None:
         with self.lock:
-            d = self.of(device)
-            d["in_use_bytes"] -= nbytes
-            d["frees"] += 1
+            d = self.by_device.get(device) or self.of(device)
+            d[0] -= nbytes
+            d[3] += 1
+
+    def retried(self, device: int) -> None:
+        with self.lock:
+            self.of(device)[4] += 1
+
+    def figures(self, device: int) -> dict[str, int]:
+        with self.lock:
+            return dict(zip(self.FIELDS, self.of(device)))
 
 
 _stats = _Stats()
@@ -106,15 +128,24 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
     capturing) on the memory stream of ``device``: the backend's own, which only allocates,
     waits and frees."""
     be = active()
-    lifetime.drain()
+    if lifetime.pending():
+        lifetime.drain()
     entered = core is not None and core.capture is None
     if entered:
         home, ready = cast(StreamCore, core).enter(), True  # a concurrent close waits for it
     else:
         home, ready = be.memory_stream(device), False
     try:
-        with using_device(device):  # a runtime without pools allocates on the current device
+        # a runtime without pools allocates on the current device
+        previous = be.get_device()
+        if previous == device:
             ptr = _malloc(be, nbytes, home, device)
+        else:
+            be.set_device(device)
+            try:
+                ptr = _malloc(be, nbytes, home, device)
+            finally:
+                be.set_device(previous)
         be.stream_hold(home)
     finally:
         if entered:
@@ -124,11 +155,9 @@ def _allocate(nbytes: int, device: int, core: StreamCore | None) -> DeviceBlock:
         # is ready for every stream now (a query, never a wait; a capture refuses queries)
         ready = be.stream_calls(home).query()
     _stats.allocated(device, nbytes)
-    others: dict[tuple[int, int], None] = {}
-    threads = {thread_token()} if home == PER_THREAD_STREAM else set()
     return DeviceBlock(ptr, nbytes, device, home, ready,
-                       Handle(ptr, _releaser(be, nbytes, device, home, others, threads),
-                              "device allocation"), others, threads)
+                       _Release(be, ptr, nbytes, device, home,
+                                {thread_token()} if home == PER_THREAD_STREAM else None))
 
 
 def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
@@ -139,25 +168,68 @@ def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
         # freed memory: free them and give the cache back, then try once more
         lifetime.drain()
         be.pool_trim(device)
-        with _stats.lock:
-            _stats.of(device)["retries_after_release"] += 1
+        _stats.retried(device)
         try:
             return be.malloc_async(nbytes, home, device)
         except OutOfMemoryError as second:
             raise _out_of_memory(second, nbytes, device) from first
 
 
+def _warn(message: str) -> None:
+    try:
+        warnings.warn(message, ResourceWarning, stacklevel=3)
+    except Exception:  # noqa: BLE001 - warnings can fail at interpreter exit
+        pass
+
+
 class _Unordered(Exception):
-    """A free that no stream order can place (see ``_release``)."""
+    """A free that no stream order can place (see ``_Release``)."""
 
 
-def _releaser(be: Backend, nbytes: int, device: int, home: int,
-              others: dict[tuple[int, int], None], threads: set[int]) -> Callable[[int], None]:
-    def release(ptr: int) -> None:
-        with using_device(device):  # the home stream may be a default stream of ``device``
-            _release(ptr)
+class _Release:
+    """What frees one block, closed once by the release queue when its block is collected (it
+    must not refer to the block): the other streams it was used on (``others``, a dict used as
+    an ordered set of ``(handle, device)``, None until the first), and the threads whose
+    per-thread default stream it was used on (``threads``, None until the first). Never
+    raises: a failed free warns."""
 
-    def _release(ptr: int) -> None:
+    __slots__ = ("backend", "ptr", "nbytes", "device", "home", "others", "threads")
+
+    def __init__(self, backend: Backend, ptr: int, nbytes: int, device: int, home: int,
+                 threads: set[int] | None) -> None:
+        self.backend, self.ptr, self.nbytes, self.device, self.home = (backend, ptr, nbytes,
+                                                                       device, home)
+        self.others: dict[tuple[int, int], None] | None = None
+        self.threads = threads
+
+    def close(self) -> None:
+        ptr, self.ptr = self.ptr, 0  # once (only the release queue's drain closes it)
+        if not ptr:
+            return
+        be, device = self.backend, self.device
+        try:
+            previous = be.get_device()  # the home stream may be a default stream of ``device``
+            if previous == device:
+                self._free(ptr)
+                return
+            be.set_device(device)
+            try:
+                self._free(ptr)
+            finally:
+                be.set_device(previous)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not raise
+            _warn(f"rocmstreams: releasing device allocation {ptr:#x} failed: {exc}")
+
+    def _free(self, ptr: int) -> None:
+        be, nbytes, device, home = self.backend, self.nbytes, self.device, self.home
+        others, threads = self.others, self.threads
+        if not others and not threads:  # used on its home stream only: the common case
+            try:
+                be.free_async(ptr, nbytes, home, device)
+            finally:
+                be.stream_unhold(home)
+                _stats.freed(device, nbytes)
+            return
         # A block of the memory stream is freed on the last stream of its device that used it,
         # not on the memory stream: a free there would wait for that use, and every later
         # allocation of the memory stream (and every stream using one) would wait behind it,
@@ -166,7 +238,7 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
         target = home
         if others and home == be.memory_stream(device):
             target = next((s for s, d in reversed(others) if d == device), home)
-        rest = {key: None for key in others if key != (target, device)}
+        rest = {key: None for key in others or () if key != (target, device)}
         try:
             try:
                 if threads and not threads <= {thread_token()}:
@@ -197,8 +269,6 @@ def _releaser(be: Backend, nbytes: int, device: int, home: int,
                 be.stream_unhold(target)
             be.stream_unhold(home)
             _stats.freed(device, nbytes)
-
-    return release
 
 
 def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], None]) -> None:
@@ -237,23 +307,32 @@ def note_use(block: DeviceBlock | None, stream: int, device: int | None = None) 
     :func:`empty`) makes ``stream`` wait for its allocation."""
     if block is None:
         return
+    release = block.release
     if stream == PER_THREAD_STREAM:
         token = thread_token()
-        if token not in block.threads:
+        threads = release.threads
+        if threads is None or token not in threads:
             with _uses:
-                block.threads.add(token)
+                if release.threads is None:
+                    release.threads = {token}
+                else:
+                    release.threads.add(token)
     if device is None or device == block.device:
         if stream == block.home:
             return
         device = block.device
     key = (stream, device)
-    if key in block.others:
+    others = release.others
+    if others is not None and key in others:
         return
     be = active()
     with _uses:
-        if key in block.others:
+        others = release.others
+        if others is None:
+            others = release.others = {}
+        elif key in others:
             return
-        block.others[key] = None
+        others[key] = None
         be.stream_hold(stream)
     if not block.ready:
         _wait_for_allocation(be, block, stream, device)
@@ -310,8 +389,7 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     if running:
         refuse("rocmstreams.memory_stats()")
     ordinal = check_device(device)
-    with _stats.lock:
-        found = dict(_stats.of(ordinal))
+    found = _stats.figures(ordinal)
     found.update(active().pool_usage(ordinal))
     found.update(pinned.usage(ordinal))
     found["pending_releases"] = lifetime.pending()
@@ -490,7 +568,10 @@ def _empty(shape: int | tuple[int, ...], dtype: Any, device: int | None,
     if stream is None:
         return _new(shape, dtype, nbytes, check_device(device), None)
     core = core_of(stream, f"{call}(stream=)")
-    core.check(COPY)  # a closed stream is refused before anything is allocated
+    if core.capture is not None:
+        # a closed stream is refused before anything is allocated (outside a capture by the
+        # allocation's own entry to the stream)
+        core.check(COPY)
     return _new(shape, dtype, nbytes, _allocation_device(device, core, call), core)
 
 
@@ -548,8 +629,24 @@ def to_device(ary: np.ndarray, *, stream: "RocmStream | None" = None,
     if not ary.flags.c_contiguous:
         ary = np.ascontiguousarray(ary)
     out = _new(ary.shape, dtype, ary.nbytes, ordinal, core)
-    _copy(core, out, ary, stream)
+    _copy_into_new(core, out, ary)
     return out
+
+
+def _copy_into_new(core: StreamCore, out: DeviceArray, ary: np.ndarray) -> None:
+    """:func:`_copy` from a C-contiguous host array into ``out``, a new array of its shape and
+    dtype on ``core``'s device, where every check of the endpoints holds by construction."""
+    lease = _pinned_block(ary)
+    if lease is None and core.capture is not None:
+        raise CaptureError(_PAGEABLE_IN_CAPTURE)
+    nbytes = ary.nbytes
+    if not nbytes:
+        core.enter()  # a closed stream still refuses an empty copy
+        core.leave()
+        return
+    d = ArrayInfo("device", out._shape, out._dtype, out._ptr, out.strides, True, False)
+    core.submit(COPY, _queue_copy, out, ary, d, describe(ary), lease is None,
+                None if lease is None else lease.block, core)
 
 
 def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
@@ -692,6 +789,12 @@ def _peer(core: StreamCore, dst: Any, src: Any) -> tuple[int, int] | None:
     return None
 
 
+_PAGEABLE_IN_CAPTURE = (
+    "a copy to or from pageable host memory cannot be captured into a graph: it reads (or "
+    "fills) the host array during the call, with host waits a graph cannot record; copy "
+    "through a page-locked array from rocmstreams.pinned_empty, or end the capture")
+
+
 def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
     d, s = describe(dst), describe(src)
     if d.kind == "host" and s.kind == "host":
@@ -711,10 +814,7 @@ def _copy(core: StreamCore, dst: Any, src: Any, stream: Any) -> None:
     lease = None if host is None else _pinned_block(host)
     pageable = host is not None and lease is None
     if pageable and core.capture is not None:
-        raise CaptureError(
-            "a copy to or from pageable host memory cannot be captured into a graph: it reads "
-            "(or fills) the host array during the call, with host waits a graph cannot record; "
-            "copy through a page-locked array from rocmstreams.pinned_empty, or end the capture")
+        raise CaptureError(_PAGEABLE_IN_CAPTURE)
     nbytes = d.nbytes
     if not nbytes:
         core.enter()  # a closed stream still refuses an empty copy

@@ -230,6 +230,8 @@ class RuntimeBackend:
         self.name = adapter.name
         # live handles by kind (dict/set add and discard are atomic: no lock on these paths)
         self._live: dict[str, Any] = {"streams": {}, "events": set(), "allocations": set()}
+        self._allocations: set[int] = self._live["allocations"]
+        self._streams: dict[int, Any] = self._live["streams"]
         # idle released streams kept for reuse: (device, flags, priority) -> handles (the
         # "streams" entry of _live maps each stream in use to that key)
         self._stream_pool: dict[tuple[int, int, int], list[int]] = {}
@@ -592,23 +594,25 @@ class RuntimeBackend:
             pool = self._pool(device)
         if pool is None:
             return self._cache_malloc(nbytes, stream, device)
-        result = self._fn("MallocAsync")(nbytes, self._stream(stream))
+        result = self._fn("MallocAsync")(nbytes, self._a.legacy_stream
+                                         if stream == LEGACY_STREAM else stream)
         if result[0] is not self._success:
             self._check(result, RocmStreamsError, f"could not allocate {nbytes} bytes of device "
                         f"memory on stream {stream:#x}")
         ptr = int(result[1]) if result[1] else 0
-        self._live["allocations"].add(ptr)
+        self._allocations.add(ptr)
         return ptr
 
     def free_async(self, ptr: int, nbytes: int, stream: int, device: int) -> None:
         if self._pools.get(device) is None:
             self._cache_free(ptr, stream, device)
             return
-        result = self._fn("FreeAsync")(ptr, self._stream(stream))
+        result = self._fn("FreeAsync")(ptr, self._a.legacy_stream
+                                       if stream == LEGACY_STREAM else stream)
         if result[0] is not self._success:
             self._check(result, RocmStreamsError, f"could not free device memory at {ptr:#x} on "
                         f"stream {stream:#x}")
-        self._live["allocations"].discard(ptr)
+        self._allocations.discard(ptr)
 
     def _cache_malloc(self, nbytes: int, stream: int, device: int) -> int:
         size = -(-max(nbytes, 1) // _CACHE_GRAIN) * _CACHE_GRAIN
@@ -660,7 +664,7 @@ class RuntimeBackend:
                 self._set_pool(pool, "AttrReleaseThreshold", nbytes)
 
     def stream_hold(self, stream: int) -> None:
-        self._holds.hold(stream, self._live["streams"])
+        self._holds.hold(stream, self._streams)
 
     def stream_unhold(self, stream: int) -> None:
         if self._holds.unhold(stream):

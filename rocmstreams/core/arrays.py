@@ -64,6 +64,8 @@ def device_dtype(dtype: Any) -> np.dtype:
 
 def shape_of(shape: Any) -> tuple[int, ...]:
     """A shape (an int or a sequence of ints) as a tuple of non-negative Python ints."""
+    if type(shape) is int and shape >= 0:  # the common case
+        return (shape,)
     if isinstance(shape, (bool, np.bool_)):
         raise TypeError(f"a shape is an int or a tuple of ints, got {shape!r}")
     try:

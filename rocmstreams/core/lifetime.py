@@ -216,11 +216,8 @@ def drain() -> None:
     if not _draining.acquire(blocking=False):
         return
     try:
-        while not _blocked:
-            try:
-                obj = _pending.popleft()
-            except IndexError:
-                return
+        while _pending and not _blocked:  # only the drain pops: a non-empty queue stays so
+            obj = _pending.popleft()
             try:
                 obj.close()
             except Exception as exc:  # noqa: BLE001 - a release never raises into user code
