@@ -279,10 +279,23 @@ def test_ctrl_c_ends_a_host_staged_peer_copy_waiting_behind_a_busy_stream(
         gate.hold(s1)
         net = threading.Timer(3.0, gate.set)  # a wait that ignores Ctrl-C fails, never hangs
         net.start()
+        start = time.perf_counter()
         sent = ctrl_c(0.2)
-        with pytest.raises(KeyboardInterrupt):
+        try:
             rs.copy_async(b1, a0, stream=s1)  # 13 chunks through 2 buffers held by the gate
-        took = time.perf_counter() - sent[0]
+        except KeyboardInterrupt:
+            took = time.perf_counter() - sent[0]
+        else:
+            returned = time.perf_counter() - start
+            late = None
+            try:
+                time.sleep(2)
+            except KeyboardInterrupt:
+                late = time.perf_counter() - start
+            raise AssertionError(f"the copy returned after {returned:.3f} s (gate set: "
+                                 f"{gate.is_set()}) without KeyboardInterrupt; the signal, "
+                                 f"sent at {sent[0] - start if sent else None} s, reached this "
+                                 f"thread at {late} s")
         net.cancel()
         gate.set()
         rs.copy_async(b1, a0, stream=s1)
