@@ -259,6 +259,7 @@ class _Release:
                 warnings.warn(f"rocmstreams: ordering the free of {ptr:#x} after its use on "
                               f"other streams failed ({exc}); freeing it after the whole "
                               "device instead", ResourceWarning, stacklevel=2)
+                be.device_synchronize(device)  # the runtime's free of pool memory does not wait
                 be.free(ptr)
             else:
                 be.free_async(ptr, nbytes, target, device)

@@ -141,6 +141,10 @@ def take(nbytes: int, device: int) -> PinnedBlock:
     if candidates and not lifetime.releases_blocked():  # a capture refuses queries
         for block in candidates:
             if not _passed(block):
+                with cache.lock:  # to the back: the next scan looks at newer blocks first
+                    queue = cache.pending.get(key)
+                    if queue and queue[0] is block:
+                        queue.rotate(-1)
                 continue
             with cache.lock:
                 try:

@@ -237,3 +237,41 @@ def test_an_array_used_on_this_threads_per_thread_stream_is_dropped_without_a_wa
     gate.release()
     s.synchronize()
     assert gate.released, f"latch timed out after {gate.polls} polls"
+
+
+def test_an_array_launched_on_by_another_threads_per_thread_stream_is_not_reused_before_it_ran(
+        kernels, rng):
+    """Handle 2 names each thread's own per-thread stream: an array whose home is this thread's,
+    read by a kernel launched on another thread's (held by a gate a timer opens), must not go
+    back to the pool at its drop here before that kernel ran: the launch is a use although its
+    handle equals the array's home. (On cpu a queued launch holds its arguments, so there the
+    test passes either way; the GPUs' prepared launches hold none.)"""
+    import threading
+    expected = rng.random(N, dtype=np.float32)
+    mine = rs.per_thread_default_stream()
+    held = [rs.to_device(expected, stream=mine)]
+    mine.synchronize()
+    out = rs.to_device(np.zeros(N, np.float32))
+    gate = threading.Event()
+    done = []
+
+    def work():
+        s = rs.per_thread_default_stream()
+        s.launch_host_func(gate.wait, 10)
+        kernels.scale[N // 64, 64, s](out, np.float32(2), held[0])  # reads x once the gate opens
+        done.append(s.record())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    threading.Timer(0.5, gate.set).start()
+    held.clear()
+    collect()  # x's release runs here, on the thread whose per-thread stream is its home
+    garbage = rs.pinned_empty(N, np.float32)
+    garbage[:] = 7
+    fresh = [rs.empty(N, np.float32, stream=mine) for _ in range(4)]
+    for f in fresh:
+        rs.copy_async(f, garbage, stream=mine)
+    mine.synchronize()
+    done[0].synchronize()
+    np.testing.assert_array_equal(out.copy_to_host(stream=mine), 2 * expected)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
-from ...backends import KernelDriver, StreamCalls
+from ...backends import PER_THREAD_STREAM, KernelDriver, StreamCalls
 from ...core.arrays import describe, device_dtype
 from ...memory import block_of, note_use
 
@@ -159,7 +159,7 @@ _ARRAY_CHECK = """\
         m{i} = abi(a{i})
     if m{i}[0] is not T{i}:
         return False
-    if m{i}[2] != handle and m{i}[3] is not None:
+    if (m{i}[2] != handle or handle == 2) and m{i}[3] is not None:  # 2: a per-thread stream
         note(m{i}[3], handle)
 """
 _SOURCES = itertools.count(1)
@@ -264,7 +264,10 @@ class KernelLauncher:
         check_kernel_arguments(self.dispatcher, args)
         for a in args:
             block = block_of(a)
-            if block is not None and block.home != calls.handle:
+            # handle 2, the per-thread default stream, names each thread's own: a use there
+            # is noted even where it is the block's home (another thread's, maybe)
+            if block is not None and (block.home != calls.handle
+                                      or calls.handle == PER_THREAD_STREAM):
                 note_use(block, calls.handle)
         calls.launch_kernel(self.dispatcher, config, args, [
             None if isinstance(a, np.ndarray) or not hasattr(a, "__cuda_array_interface__")
