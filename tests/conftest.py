@@ -154,6 +154,10 @@ def ctrl_c():
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
     timers = []
+    # Python's own Ctrl-C handler (KeyboardInterrupt), as a user's interpreter or Jupyter kernel
+    # has it: a library an earlier test used may have left its own SIGINT handler installed
+    # (the first run of a fresh clone lost the signal that way, never a rerun)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def arm(after=0.2):
         sent = []
@@ -166,6 +170,7 @@ def ctrl_c():
     yield arm
     for timer in timers:
         timer.cancel()
+    signal.signal(signal.SIGINT, previous)
 
 
 needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")
