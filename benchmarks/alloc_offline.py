@@ -23,17 +23,16 @@ with ``ROCMSTREAMS_NATIVE_CALLS=0`` (the extension left out: every call through 
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import itertools
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
+
+import _offline
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -81,17 +80,6 @@ def give_pools(runtime: Any) -> None:
         setattr(runtime, name, fn)
 
 
-def per_call_ns(fn: Callable[[], Any], calls: int, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e9)
-    return best
-
-
 def setup(lib: Path) -> dict[str, Callable[[], Any]]:
     os.environ["ROCMSTREAMS_BACKEND"] = "cuda"
     import python_overhead
@@ -126,36 +114,18 @@ def setup(lib: Path) -> dict[str, Callable[[], Any]]:
     return {"empty + drop": empty, "to_device + drop": to_device, "floor": floor}
 
 
+def _all_freed() -> None:
+    import rocmstreams as rs
+    stats = rs.memory_stats()
+    if stats["allocations"] - stats["frees"] > 1 or stats["pending_releases"] > 1:
+        raise SystemExit(f"allocations were not freed: {stats}")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--profile", choices=FIGURES, help="cProfile one figure instead")
-    parser.add_argument("--smoke", action="store_true", help="few calls (a check that it runs)")
-    parser.add_argument("--python-path", action="store_true",
-                        help="ROCMSTREAMS_NATIVE_CALLS=0: the binding makes every call")
-    args = parser.parse_args()
-    if args.python_path:
-        os.environ["ROCMSTREAMS_NATIVE_CALLS"] = "0"
-    if args.smoke:
-        args.calls, args.repeat = 2000, 1
-    with tempfile.TemporaryDirectory(prefix="rocmstreams-alloc-") as tmp:
-        figures = setup(noop_library(Path(tmp)))
-        if args.profile:
-            import cProfile
-            import pstats
-            fn = figures[args.profile]
-            with cProfile.Profile() as prof:
-                for _ in range(args.calls):
-                    fn()
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-            return 0
-        result = {name: per_call_ns(fn, args.calls, args.repeat) for name, fn in figures.items()}
-        import rocmstreams as rs
-        stats = rs.memory_stats()
-        if stats["allocations"] - stats["frees"] > 1 or stats["pending_releases"] > 1:
-            raise SystemExit(f"allocations were not freed: {stats}")
+    args = _offline.arguments(__doc__.splitlines()[0], FIGURES, 100_000)
+    result = _offline.measure(args, "rocmstreams-alloc-", noop_library, setup, _all_freed, 25)
+    if result is None:
+        return 0
     path = "pure Python (ROCMSTREAMS_NATIVE_CALLS=0)" if args.python_path else "compiled calls"
     print(f"allocation path over a no-op pool, {path}: ns per call, best of {args.repeat} x "
           f"{args.calls}")

@@ -19,17 +19,16 @@ with ``ROCMSTREAMS_NATIVE_CALLS=0`` (the extension left out: every call through 
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import types
 from pathlib import Path
 from typing import Any, Callable
+
+import _offline
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -127,17 +126,6 @@ def kernel_driver_factory(native: Any, KernelDriver: type) -> Callable[[Any], An
 
 
 # ---- one process --------------------------------------------------------------------------------
-def per_call_ns(fn: Callable[[], Any], calls: int, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e9)
-    return best
-
-
 def setup(lib: Path) -> dict[str, Callable[[], Any]]:
     os.environ["ROCMSTREAMS_BACKEND"] = "cuda"
     import python_overhead
@@ -177,31 +165,10 @@ def setup(lib: Path) -> dict[str, Callable[[], Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--profile", choices=FIGURES, help="cProfile one figure instead")
-    parser.add_argument("--smoke", action="store_true", help="few calls (a check that it runs)")
-    parser.add_argument("--python-path", action="store_true",
-                        help="ROCMSTREAMS_NATIVE_CALLS=0: the binding makes every call")
-    args = parser.parse_args()
-    if args.python_path:
-        os.environ["ROCMSTREAMS_NATIVE_CALLS"] = "0"
-    if args.smoke:
-        args.calls, args.repeat = 2000, 1
-    with tempfile.TemporaryDirectory(prefix="rocmstreams-hotpath-") as tmp:
-        figures = setup(noop_library(Path(tmp)))
-        if args.profile:
-            import cProfile
-            import pstats
-            fn = figures[args.profile]
-            with cProfile.Profile() as prof:
-                for _ in range(args.calls):
-                    fn()
-            pstats.Stats(prof).sort_stats("tottime").print_stats(20)
-            return 0
-        result = {name: per_call_ns(fn, args.calls, args.repeat) for name, fn in figures.items()}
+    args = _offline.arguments(__doc__.splitlines()[0], FIGURES, 200_000)
+    result = _offline.measure(args, "rocmstreams-hotpath-", noop_library, setup)
+    if result is None:
+        return 0
     path = "pure Python (ROCMSTREAMS_NATIVE_CALLS=0)" if args.python_path else "compiled calls"
     print(f"hot path over no-op C calls, {path}: ns per call, best of {args.repeat} x "
           f"{args.calls}")

@@ -26,10 +26,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 from typing import Any, Callable
+
+import _offline
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("create + close", "query", "synchronize", "event record")
@@ -147,14 +148,7 @@ def install_fakes() -> None:
 
 # ---- one process: one tree ---------------------------------------------------------------------
 def per_call_us(fn: Callable[[], Any], calls: int, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
-    return best
+    return _offline.best_per_call(fn, calls, repeat, unit=1e6)
 
 
 def child(tree: str, calls: int, repeat: int, profile: str | None) -> None:
