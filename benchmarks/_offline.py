@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 Figures = dict[str, Callable[[], Any]]
+
+
+def build_library(workdir: Path, source: str) -> Path:
+    """``source`` (C: no-op driver functions) built into a shared library in ``workdir``."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("no C compiler (gcc or cc) for the no-op driver library")
+    src, lib = workdir / "noop_driver.c", workdir / "libnoop_driver.so"
+    src.write_text(source)
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
 
 
 def best_per_call(fn: Callable[[], Any], calls: int, repeat: int, unit: float = 1e9) -> float:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -53,13 +51,7 @@ N = 1 << 20
 
 
 def noop_library(workdir: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("no C compiler (gcc or cc) for the no-op driver library")
-    src, lib = workdir / "noop_driver.c", workdir / "libnoop_driver.so"
-    src.write_text(NOOPS)
-    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
-    return lib
+    return _offline.build_library(workdir, NOOPS)
 
 
 def give_pools(runtime: Any) -> None:

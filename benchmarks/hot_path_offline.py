@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -45,13 +43,7 @@ FIGURES = ("query", "synchronize", "event record", "stream record", "launch", "f
 
 
 def noop_library(workdir: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("no C compiler (gcc or cc) for the no-op driver library")
-    src, lib = workdir / "noop_driver.c", workdir / "libnoop_driver.so"
-    src.write_text(NOOPS)
-    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
-    return lib
+    return _offline.build_library(workdir, NOOPS)
 
 
 # ---- a fake Numba kernel the prepared path takes ----------------------------------------------
