@@ -173,6 +173,14 @@ def ctrl_c():
     signal.signal(signal.SIGINT, previous)
 
 
+def safety_net(gate, seconds=3.0):
+    """Release ``gate`` after ``seconds`` whatever happens: a wait that ignores Ctrl-C fails the
+    test instead of hanging it."""
+    timer = threading.Timer(seconds, gate.release)
+    timer.start()
+    return timer
+
+
 needs_gpu = pytest.mark.skipif(rs.backend().name == "cpu", reason="needs a GPU backend")
 
 

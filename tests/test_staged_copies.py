@@ -11,6 +11,7 @@ import pytest
 
 import rocmstreams as rs
 from rocmstreams import staging
+from conftest import safety_net
 
 THRESHOLD = 4096
 CHUNK = 3000  # not a multiple of any itemsize above 8: elements straddle chunks
@@ -310,20 +311,12 @@ def test_a_larger_chunk_size_replaces_the_smaller_pooled_buffers(staged, monkeyp
     np.testing.assert_array_equal(_back(second, stream), y)
 
 
-def _safety_net(gate, seconds=3.0):
-    """Release ``gate`` after ``seconds`` whatever happens: a wait that ignores Ctrl-C fails the
-    test instead of hanging it."""
-    timer = threading.Timer(seconds, gate.release)
-    timer.start()
-    return timer
-
-
 def test_ctrl_c_ends_a_staged_copy_waiting_behind_a_busy_stream_and_the_stream_stays_usable(
         staged, latch, ctrl_c, stream, rng):
     x = _random(rng, 10 * CHUNK // 4, np.float32)  # 10 chunks through 2 buffers
     with latch() as gate:
         gate.hold(stream)
-        net = _safety_net(gate)
+        net = safety_net(gate)
         sent = ctrl_c(0.2)
         with pytest.raises(KeyboardInterrupt):
             rs.to_device(x, stream=stream)
@@ -344,7 +337,7 @@ def test_the_buffers_of_an_interrupted_staged_copy_are_refilled_only_after_its_d
     done = threading.Event()
     with latch() as gate:
         gate.hold(stream)
-        net = _safety_net(gate)
+        net = safety_net(gate)
         ctrl_c(0.2)
         with pytest.raises(KeyboardInterrupt):
             rs.to_device(x, stream=stream)  # leaves two chunks queued behind the latch

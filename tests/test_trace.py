@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import numpy as np
 import pytest
 
 import rocmstreams as rs
+from conftest import safety_net
 
 
 def _pipeline(kernels, streams, n=256, chunks=4):
@@ -86,19 +86,11 @@ def test_a_range_needs_a_name():
             pass
 
 
-def _safety_net(gate, seconds=3.0):
-    """Release ``gate`` after ``seconds`` whatever happens: a wait that ignores Ctrl-C fails the
-    test instead of hanging it."""
-    timer = threading.Timer(seconds, gate.release)
-    timer.start()
-    return timer
-
-
 def test_entering_a_trace_waits_for_no_busy_blocking_stream(latch, make_stream):
     busy = make_stream()  # blocking, as RocmStream() is by default
     with latch() as gate:
         gate.hold(busy)
-        net = _safety_net(gate)
+        net = safety_net(gate)
         t0 = time.perf_counter()
         with rs.trace():
             entered = time.perf_counter() - t0
@@ -111,7 +103,7 @@ def test_entering_a_trace_waits_for_no_busy_blocking_stream(latch, make_stream):
 def test_ctrl_c_inside_a_trace_reaches_the_user_at_once(kernels, latch, ctrl_c, stream):
     a = rs.to_device(np.ones(64, np.float32), stream=stream)
     with latch() as gate:
-        net = _safety_net(gate)
+        net = safety_net(gate)
         sent = ctrl_c(0.2)
         with pytest.raises(KeyboardInterrupt):
             with rs.trace():
@@ -128,7 +120,7 @@ def test_ctrl_c_ends_the_wait_for_the_traced_work_when_a_trace_closes(kernels, l
                                                                       stream):
     a = rs.to_device(np.ones(64, np.float32), stream=stream)
     with latch() as gate:
-        net = _safety_net(gate)
+        net = safety_net(gate)
         sent = ctrl_c(0.2)
         with pytest.raises(KeyboardInterrupt):
             with rs.trace():
@@ -147,7 +139,7 @@ def test_a_trace_left_by_ctrl_c_destroys_its_events_only_once_the_work_has_run(
     rs.empty_cache()  # the pinned cache's events (of blocks earlier tests left) stay as they are
     base = backend.live_handles()["events"]
     with latch() as gate:
-        net = _safety_net(gate)
+        net = safety_net(gate)
         ctrl_c(0.2)
         with pytest.raises(KeyboardInterrupt):
             with rs.trace():
