@@ -270,7 +270,9 @@ class StreamsMachine(RuleBasedStateMachine):
         # made before anything is held (allocating is no business of a held GPU)
         # on cpu a held latch slows every step (all kernels share the simulator's engine), so a
         # sequence's holds last longer there: the latch gets more polls before it times out
-        polls = 20_000_000 if rs.backend().name == "cpu" else 5_000_000
+        # (on a GPU 5,000,000 polls last about 0.9 s, as long as the fixed wait sequence gives
+        # work that wrongly does not wait to run ahead; 25,000,000 about 4.5 s, below WAIT_S)
+        polls = 20_000_000 if rs.backend().name == "cpu" else 25_000_000
         self.spare_latches = [kernels.Latch(max_polls=polls) for _ in range(LATCHES)]
         self.holds: list[Hold] = []
         self.tails: list[tuple[Any, str]] = []  # events recorded just before closes and drops
@@ -441,12 +443,15 @@ class StreamsMachine(RuleBasedStateMachine):
                                   "\n  ".join(missing))
         self.model.done |= mask
 
-    def _check_query(self, answer: Any, node: int | None, what: str) -> None:
+    def _check_query(self, answer: Any, node: int | None, what: str,
+                     also: list[int] = []) -> None:  # noqa: B006 - never changed
+        """``also``: work the query may wait for besides ``node``'s (see Model.query_also):
+        a False answer is wrong only once that too was seen to finish."""
         if answer is not True and answer is not False:
             raise self._violation(f"{what} returned {answer!r}, not a bool")
         if answer and self.model.must_be_busy(node):
             raise self._violation(f"{what} is True, but the work waits for a latch still held")
-        if not answer and self.model.known_done(node):
+        if not answer and all(self.model.known_done(n) for n in [node, *also]):
             raise self._violation(f"{what} is False, but all its work was seen to finish")
         if answer:
             self._assert_finished(self.model.closure(node), f"{what} is True, yet")
@@ -575,7 +580,8 @@ class StreamsMachine(RuleBasedStateMachine):
 
     def query_stream(self, stream: int) -> None:
         s = self._open(stream)
-        self._check_query(s.obj.query(), self.model.last(s.label), f"{s.label}.query()")
+        self._check_query(s.obj.query(), self.model.last(s.label), f"{s.label}.query()",
+                          also=self.model.query_also(s.label))
 
     def query_event(self, event: int) -> None:
         e = self._event(event)

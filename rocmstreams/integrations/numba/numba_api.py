@@ -53,6 +53,9 @@ def install_numba_api(backend: Backend) -> None:
             except ImportError:
                 continue
             _install_driver(backend, driver)
+            package = place.split(".")[0]
+            _install_context_guard(module.__name__,
+                                   importlib.import_module(f"{module.__name__}.{package}.devices"))
             break
     setattr(module, _PATCHED, True)
 
@@ -97,6 +100,22 @@ def _install_driver(backend: Backend, driver: Any) -> None:
             return _original(numba_stream(stream))
 
         setattr(driver, name, converted)
+
+
+def _install_context_guard(name: str, devices: Any) -> None:
+    """Refuse every Numba call that enters a GPU context (``require_context``: copies, arrays,
+    events, launches) from inside a host callback, before Numba's first driver call there (which
+    the runtime forbids: CUDA answers ``cudaErrorNotPermitted``, or the call may deadlock)."""
+    runtime = devices._runtime
+    original = runtime.ensure_context
+
+    @functools.wraps(original)
+    def ensure_context(*args: Any, **kwargs: Any) -> Any:
+        if running:
+            refuse(f"a {name} call (a copy, array, event or launch)")
+        return original(*args, **kwargs)
+
+    runtime.ensure_context = ensure_context
 
 
 # ---- cpu backend: queue the simulator's copies on the stream --------------------------------------
