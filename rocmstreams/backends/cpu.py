@@ -941,9 +941,18 @@ def _host_view(info: Any) -> np.ndarray:
     return np.ndarray(shape, dtype, buffer=raw, strides=strides)  # type: ignore[arg-type]
 
 
+def _numba_cuda_in_gpu_mode() -> bool:
+    """True when ``numba.cuda`` was imported as the GPU target, not as its simulator (which it
+    picks once, at import; numba-cuda imports its simulator package in both modes)."""
+    cuda = sys.modules.get("numba.cuda")
+    probe = getattr(cuda, "is_available", None)
+    return probe is not None and not getattr(probe, "__module__", "").startswith(
+        "numba.cuda.simulator")
+
+
 def load() -> CpuBackend:
     """Put ``numba.cuda`` in simulator mode and start the cpu runtime."""
-    if "numba.cuda" in sys.modules and "numba.cuda.simulator" not in sys.modules:
+    if _numba_cuda_in_gpu_mode():
         raise BackendUnavailableError(
             "numba.cuda was imported in GPU mode before rocmstreams chose the cpu backend; "
             "set NUMBA_ENABLE_CUDASIM=1 in the environment, or import rocmstreams.kernels "
