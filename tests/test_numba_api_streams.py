@@ -87,6 +87,69 @@ def test_copy_to_device_on_a_rocmstream_waits_for_the_kernel_that_reads_the_old_
     np.testing.assert_array_equal(dn.copy_to_host(stream=stream), new)
 
 
+MAKERS = {
+    "device_array": lambda cuda, x, s: cuda.device_array(x.shape, x.dtype, stream=s),
+    "device_array_like": lambda cuda, x, s: cuda.device_array_like(x, stream=s),
+    "mapped_array": lambda cuda, x, s: cuda.mapped_array(x.shape, x.dtype, stream=s),
+    "to_device": lambda cuda, x, s: cuda.to_device(np.zeros_like(x), stream=s),
+}
+
+
+@pytest.mark.parametrize("make", MAKERS)
+def test_a_numba_array_made_for_a_rocmstream_copies_back_in_its_order_by_default(
+        make, cuda, kernels, stream, latch, rng):
+    x = rng.random(128).astype(np.float32)
+    dx = rs.to_device(x, stream=stream)
+    dn = MAKERS[make](cuda, x, stream)
+    assert dn.stream is stream
+    stream.synchronize()
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 128, stream](dn, np.float32(3), dx)
+        timer = _release_later(gate)
+        host = dn.copy_to_host()  # no stream: the array's own, as numba does
+        timer.join()
+        stream.synchronize()
+    np.testing.assert_array_equal(host, 3 * x)
+
+
+@pytest.mark.parametrize("how", ["setitem(stream=)", "d[...] = on a bound array"])
+def test_numba_setitem_on_a_rocmstream_runs_after_the_kernel_queued_before_it(
+        how, cuda, kernels, stream, latch, rng):
+    x = rng.random(256).astype(np.float32)
+    dx = rs.to_device(x, stream=stream)
+    dn = cuda.to_device(np.zeros(256, np.float32), stream=stream)
+    dn.setitem(slice(0, 4), np.float32(0), stream=stream)  # loads numba's assignment kernel
+    stream.synchronize()
+    value = rng.random(4).astype(np.float32)
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 256, stream](dn, np.float32(2), dx)  # writes all of dn
+        if how == "setitem(stream=)":
+            dn.setitem(slice(0, 4), value, stream=stream)
+        else:
+            dn[0:4] = value
+        value_then = value.copy()
+        value[:] = -1  # a host value is read at the call
+        assert not stream.query()
+    want = 2 * x
+    want[:4] = value_then
+    np.testing.assert_array_equal(dn.copy_to_host(stream=stream), want)
+
+
+def test_a_grid_computed_from_each_size_gives_what_a_fixed_grid_gives(kernels, stream, rng):
+    sizes = rng.integers(1, 5000, size=40)
+    for n in sizes:
+        x = rng.random(int(n)).astype(np.float32)
+        dx = rs.to_device(x, stream=stream)
+        varying, fixed = rs.empty(int(n), np.float32), rs.empty(int(n), np.float32)
+        kernels.scale[(int(n) + 127) // 128, 128, stream](varying, np.float32(3), dx)
+        kernels.scale[40, 128, stream](fixed, np.float32(3), dx)  # 5120 threads: covers any n
+        np.testing.assert_array_equal(varying.copy_to_host(stream=stream), 3 * x)
+        np.testing.assert_array_equal(fixed.copy_to_host(stream=stream),
+                                      varying.copy_to_host(stream=stream))
+
+
 def test_a_numba_event_recorded_on_a_rocmstream_completes_with_it(cuda, stream, latch):
     ev = cuda.event()
     with latch() as gate:

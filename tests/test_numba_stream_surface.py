@@ -50,9 +50,11 @@ def test_auto_synchronize_waits_at_the_end_of_the_block_and_keeps_the_stream_ope
             assert s is stream
             gate.hold(stream)
             assert not stream.query()
-            gate.release()
-        assert stream.query()
-    assert not stream.is_closed
+            timer = threading.Timer(0.3, gate.release)  # released while the block ends
+            timer.start()
+        assert stream.query()  # the end of the block waited for the latch
+        timer.join()
+    assert gate.released and not stream.is_closed
 
 
 def test_await_the_stream_and_an_event_inside_a_running_loop(stream, latch):

@@ -6,11 +6,13 @@ calls numba's helper with ``stream=s``: a helper that ran ahead of the stream (o
 would read the old input, every time. The helpers are called once before the latch is held, since
 loading a kernel's module waits for the whole device (README, "Kernel loading").
 
-``forall`` runs on every backend; numba's CUDA simulator (the cpu backend's kernels) has no
-ufunc targets and no ``Reduce`` (its ``vectorize``/``guvectorize`` build CPU ufuncs that take no
-``stream=``), so those tests skip there with that reason.
+``forall`` and ``Reduce`` run on every backend; numba's CUDA simulator (the cpu backend's
+kernels) has no cuda ufunc target (``vectorize(target="cuda")`` fails there when the ufunc is
+built), so those tests skip there with that reason.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ N = 4096
 @pytest.fixture
 def gpu_ufuncs(backend, kernels):
     if backend.name == "cpu":
-        pytest.skip("numba's CUDA simulator has no cuda ufunc target or Reduce")
+        pytest.skip("numba's CUDA simulator has no cuda ufunc target")
     return kernels.cuda
 
 
@@ -106,12 +108,29 @@ def test_guvectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs,
     np.testing.assert_allclose(dout.copy_to_host(stream=stream), (2 * x).sum(axis=1), rtol=1e-5)
 
 
-def test_reduce_on_a_rocmstream_sums_in_stream_order(gpu_ufuncs, kernels, stream, latch, rng):
-    total = gpu_ufuncs.Reduce(lambda a, b: a + b)
+def test_reduce_on_a_rocmstream_sums_in_stream_order(kernels, stream, latch, rng):
+    cuda = kernels.cuda
+    total = cuda.Reduce(lambda a, b: a + b)
     x = rng.random(N).astype(np.float32)
-    dn = gpu_ufuncs.to_device(x, stream=stream)
-    res = gpu_ufuncs.device_array(1, np.float32, stream=stream)
+    dn = cuda.to_device(x, stream=stream)
+    res = cuda.device_array(1, np.float32, stream=stream)
     total(dn, res=res, stream=stream)
     with latch() as gate:
         _held_then(gate, stream, kernels, dn, lambda: total(dn, res=res, stream=stream))
     np.testing.assert_allclose(res.copy_to_host(stream=stream)[0], 2 * x.sum(), rtol=1e-4)
+
+
+def test_reduce_on_a_rocmstream_without_res_returns_the_sum_of_the_data_in_stream_order(
+        kernels, stream, latch, rng):
+    total = kernels.cuda.Reduce(lambda a, b: a + b)
+    x = rng.random(N).astype(np.float32)
+    dn = kernels.cuda.to_device(x, stream=stream)
+    total(dn, stream=stream)  # loads its kernels
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[(N + 255) // 256, 256, stream](dn, np.float32(2), dn)
+        timer = threading.Timer(0.3, gate.release)  # the call returns once the sum is there
+        timer.start()
+        got = total(dn, stream=stream)
+        timer.join()
+    np.testing.assert_allclose(got, 2 * x.sum(), rtol=1e-4)

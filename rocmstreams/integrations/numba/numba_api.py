@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -147,13 +148,22 @@ def _wait_through(stream: RocmStream) -> None:
     stream.record().synchronize()
 
 
+def _own_stream(array: Any, stream: Any) -> Any:
+    """numba's ``_default_stream``: the stream passed, else the one the array is bound to."""
+    return stream if stream else getattr(array, "stream", 0)
+
+
 def _install_simulator(module: Any) -> None:
     from numba.cuda.simulator.cudadrv import devicearray
+    from numba.cuda.simulator.kernel import BlockThread
 
     fake = devicearray.FakeCUDAArray
     to_device = module.to_device
+    device_array_like = module.device_array_like
     copy_to_host = fake.copy_to_host
     copy_to_device = fake.copy_to_device
+    simulated_setitem = fake.__setitem__
+    simulated_reduce = module.Reduce
 
     @functools.wraps(to_device)
     def queued_to_device(ary: Any, stream: Any = 0, copy: bool = True, to: Any = None) -> Any:
@@ -166,12 +176,20 @@ def _install_simulator(module: Any) -> None:
             stream.launch_host_func(copy_to_device, to, host)
             return None
         out = to_device(np.empty_like(host))
+        out.stream = stream  # bound to it, as numba's to_device(stream=) binds its array
         if copy:
             stream.launch_host_func(copy_to_device, out, host)
         return out
 
+    @functools.wraps(device_array_like)
+    def bound_device_array_like(ary: Any, stream: Any = 0) -> Any:
+        out = device_array_like(ary)
+        out.stream = stream  # the simulator's own drops it
+        return out
+
     @functools.wraps(copy_to_host)
     def queued_copy_to_host(self: Any, ary: Any = None, stream: Any = 0) -> Any:
+        stream = _own_stream(self, stream)
         if _core_of(stream) is None:
             return copy_to_host(self, ary, stream=stream)
         if running:
@@ -183,17 +201,76 @@ def _install_simulator(module: Any) -> None:
 
     @functools.wraps(copy_to_device)
     def queued_copy_to_device(self: Any, ary: Any, stream: Any = 0) -> Any:
+        stream = _own_stream(self, stream)
         if _core_of(stream) is None:
             return copy_to_device(self, ary, stream=stream)
         if running:
             refuse("numba.cuda's copy_to_device() on a RocmStream")
-        host = np.array(ary, copy=True, subok=True)
+        host = ary if isinstance(ary, fake) else np.array(ary, copy=True, subok=True)
         stream.launch_host_func(copy_to_device, self, host)
         return None
 
+    def queued_setitem(self: Any, key: Any, value: Any, stream: Any = 0) -> None:
+        """``d.setitem(key, value, stream=s)`` and ``d[key] = value`` on an array bound to a
+        RocmStream: queued there, in its order (a host value is read at the call)."""
+        stream = _own_stream(self, stream)
+        if _core_of(stream) is None:
+            simulated_setitem(self, key, value)
+            return
+        if running:
+            refuse("numba.cuda's setitem() on a RocmStream")
+        if isinstance(value, fake):
+            source: Any = value
+        else:
+            source = np.array(value, copy=True)
+
+        def assign() -> None:
+            simulated_setitem(self, key, source._ary if isinstance(source, fake) else source)
+
+        stream.launch_host_func(assign)
+
+    def set_in_order(self: Any, key: Any, value: Any) -> None:
+        if isinstance(threading.current_thread(), BlockThread):  # a simulated kernel's store
+            simulated_setitem(self, key, value)
+        else:
+            queued_setitem(self, key, value)
+
+    @functools.wraps(simulated_reduce)
+    def stream_reduce(func: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+        """``cuda.Reduce(f)(arr, size=None, res=None, init=0, stream=0)``, numba's signature:
+        on a RocmStream the reduction runs there, in its order; without ``res`` the call
+        returns the result once the stream ran it."""
+        reduce = simulated_reduce(func)
+
+        def call(arr: Any, size: int | None = None, res: Any = None, init: Any = 0,
+                 stream: Any = 0) -> Any:
+            seq = arr if size is None else arr[:size]
+            if _core_of(stream) is None:
+                return reduce(seq, res=res, init=init)
+            if running:
+                refuse("numba.cuda's Reduce on a RocmStream")
+            result: list[Any] = []
+
+            def run() -> None:
+                result.append(reduce(seq, init=init))
+                if res is not None:  # written in place: res may be bound to this stream
+                    simulated_setitem(res, 0, result[0])
+
+            stream.launch_host_func(run)
+            if res is not None:
+                return None
+            _wait_through(stream)
+            return result[0]
+
+        return call
+
     module.to_device = queued_to_device
+    module.device_array_like = bound_device_array_like
+    module.Reduce = module.reduce = stream_reduce
     fake.copy_to_host = queued_copy_to_host  # type: ignore[method-assign]
     fake.copy_to_device = queued_copy_to_device  # type: ignore[method-assign]
+    fake.setitem = queued_setitem  # type: ignore[attr-defined]
+    fake.__setitem__ = set_in_order  # type: ignore[method-assign]
     module.event = SimulatorEvent
 
     def event_elapsed_time(evtstart: SimulatorEvent, evtend: SimulatorEvent) -> float:
