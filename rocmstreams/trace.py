@@ -16,6 +16,7 @@ the work that records them has run, never while the device may still write them.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import threading
 import time
@@ -312,26 +313,53 @@ def trace() -> Trace:
     return Trace(active())
 
 
+def _profiler_ranges() -> list[tuple[Any, Any]]:
+    """``(push, pop)`` of each vendor's range API whose Python binding imports here: roctx
+    (hip-python's ``rocm.bindings.roctx``, which rocprof reads) and NVTX (the ``nvtx`` package,
+    which Nsight Systems reads)."""
+    found: list[tuple[Any, Any]] = []
+    roctx = None
+    try:
+        roctx = importlib.import_module("rocm.bindings.roctx")
+    except Exception:  # noqa: BLE001 - not installed, or an install that does not import
+        pass
+    else:
+        found.append((roctx.roctxRangePushA, roctx.roctxRangePop))
+    try:
+        nvtx = importlib.import_module("nvtx")
+    except Exception:  # noqa: BLE001 - as for roctx
+        pass
+    else:
+        # hip-python-interop's ``nvtx`` is a shim over that same roctx: one range, not two
+        if roctx is None or getattr(nvtx, "_roctx", None) is not roctx:
+            found.append((nvtx.push_range, nvtx.pop_range))
+    return found
+
+
 @contextlib.contextmanager
 def range(name: str) -> Iterator[None]:  # noqa: A001 - the name users expect (NVTX's)
-    """A named range: in every open trace (host time), and in Nsight Systems / rocprof through
-    NVTX (the ``nvtx`` package) where installed."""
+    """A named range: in every open trace (host time), and in the vendors' profilers where their
+    Python bindings are installed: rocprof through roctx (hip-python's ``rocm.bindings.roctx``),
+    Nsight Systems through NVTX (the ``nvtx`` package). A profiler binding that fails is left
+    out; the range still runs."""
     if not isinstance(name, str):
         raise TypeError(f"a range's name is a str, got {type(name).__name__}")
-    push = pop = None
-    try:
-        import nvtx  # type: ignore[import-not-found, unused-ignore]
-        push, pop = nvtx.push_range, nvtx.pop_range
-    except ImportError:
-        pass
+    pops = []
+    for push, pop in _profiler_ranges():
+        try:
+            push(name)
+        except Exception:  # noqa: BLE001 - a profiler's library missing at run time
+            continue
+        pops.append(pop)
     r = _Range(name, time.perf_counter())
-    if push is not None:
-        push(name)
     try:
         yield
     finally:
-        if pop is not None:
-            pop()
+        for pop in reversed(pops):
+            try:
+                pop()
+            except Exception:  # noqa: BLE001 - as for its push
+                pass
         r.host_end = time.perf_counter()
         for t in list(tracers):
             if isinstance(t, Trace):

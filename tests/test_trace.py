@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -78,6 +80,63 @@ def test_nothing_is_recorded_outside_a_trace(kernels, stream, stream_calls):
     kernels.add_scalar[1, 32, stream](a, np.float32(1))
     stream.synchronize()
     assert recorded == []  # no timing events outside a trace
+
+
+def _fake_module(monkeypatch, name, **attrs):
+    """``sys.modules[name]``: a module holding ``attrs`` (what an import of ``name`` finds)."""
+    module = types.ModuleType(name)
+    vars(module).update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def _fake_roctx(monkeypatch, calls):
+    return _fake_module(monkeypatch, "rocm.bindings.roctx",
+                        roctxRangePushA=lambda message: calls.append(("push", message)),
+                        roctxRangePop=lambda: calls.append(("pop",)))
+
+
+def test_a_range_is_pushed_and_popped_on_roctx_where_hip_python_has_it(monkeypatch):
+    calls = []
+    _fake_roctx(monkeypatch, calls)
+    monkeypatch.setitem(sys.modules, "nvtx", None)  # not installed
+    with rs.range("step 3"):
+        assert calls == [("push", "step 3")]
+    assert calls == [("push", "step 3"), ("pop",)]
+
+
+def test_a_range_is_pushed_and_popped_on_nvtx_where_it_is_installed(monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "rocm.bindings.roctx", None)  # not installed
+    _fake_module(monkeypatch, "nvtx", push_range=lambda message: calls.append(("push", message)),
+                 pop_range=lambda: calls.append(("pop",)))
+    with rs.range("step 4"):
+        assert calls == [("push", "step 4")]
+    assert calls == [("push", "step 4"), ("pop",)]
+
+
+def test_hip_pythons_nvtx_shim_over_roctx_does_not_push_the_range_twice(monkeypatch):
+    calls = []
+    roctx = _fake_roctx(monkeypatch, calls)
+    _fake_module(monkeypatch, "nvtx", _roctx=roctx,
+                 push_range=lambda message: roctx.roctxRangePushA(message),
+                 pop_range=lambda: roctx.roctxRangePop())
+    with rs.range("step 5"):
+        pass
+    assert calls == [("push", "step 5"), ("pop",)]
+
+
+def test_a_profiler_binding_that_fails_leaves_the_range_working(kernels, monkeypatch):
+    def broken(message):
+        raise RuntimeError("libroctx64.so: cannot open shared object file")
+
+    _fake_module(monkeypatch, "rocm.bindings.roctx", roctxRangePushA=broken,
+                 roctxRangePop=lambda: pytest.fail("popped a range never pushed"))
+    monkeypatch.setitem(sys.modules, "nvtx", None)
+    with rs.trace() as t:
+        with rs.range("step 6"):
+            pass
+    assert [r.name for r in t.records if r.kind == "range"] == ["step 6"]
 
 
 def test_a_range_needs_a_name():
