@@ -260,9 +260,12 @@ class Trace:
         ax.set_xlabel("ms from the start of the trace")
         from matplotlib.patches import Patch
         kinds = sorted({r.kind for r in self.records if r.kind in colours})
-        if kinds:
+        if kinds:  # outside the axes, right of them: it never covers a bar
             ax.legend(handles=[Patch(color=colours[k], label=k) for k in kinds],
-                      loc="upper right", fontsize="small")
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                      fontsize="small")
+            if fig is not None:
+                fig.tight_layout()
         return fig if fig is not None else ax.figure
 
     def lanes(self) -> list[str]:

@@ -72,6 +72,19 @@ def test_the_plot_has_one_lane_per_stream(kernels, make_stream):
     assert labels == t.lanes() and len(labels) == 3
 
 
+def test_the_plots_legend_lies_outside_the_lanes(kernels, make_stream):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    with rs.trace() as t:
+        _pipeline(kernels, [make_stream(non_blocking=True) for _ in range(2)], chunks=2)
+    fig = t.plot()
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes: it covers no bar
+    assert legend.x1 <= fig.bbox.x1 + 1  # and inside the figure
+
+
 def test_nothing_is_recorded_outside_a_trace(kernels, stream, stream_calls):
     recorded = []
     stream_calls("event_record", lambda real: lambda self, ev: (recorded.append(ev),
