@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rocmstreams as rs
-from conftest import safety_net
+from conftest import needs_gpu, safety_net
 
 
 def _pipeline(kernels, streams, n=256, chunks=4):
@@ -40,6 +40,26 @@ def test_the_trace_of_a_pipeline_has_each_streams_operations_in_order(kernels, m
     kernel = next(r for r in t.records if r.kind == "kernel")
     assert (kernel.name, kernel.grid, kernel.block) == ("scale", (2, 1, 1), (128, 1, 1))
     assert next(r for r in t.records if r.kind == "H2D").nbytes == 256 * 4
+
+
+@needs_gpu
+def test_two_streams_doing_independent_work_overlap_on_a_gpu(latch, make_stream):
+    streams = [make_stream(non_blocking=True) for _ in range(2)]
+    with latch() as gate:
+        net = safety_net(gate)
+        with rs.trace() as t:
+            for s in streams:  # each stream's kernel spins until the release: both at once
+                gate.hold(s)
+            time.sleep(0.05)
+            gate.release()
+            for s in streams:
+                s.synchronize()
+    net.cancel()
+    assert gate.released, "the latch kernels timed out instead of being released"
+    kernels = [r for r in t.records if r.kind == "kernel"]
+    assert sorted(r.stream for r in kernels) == sorted(s.handle for s in streams)
+    overlap = t.summary()["overlap_fraction"]
+    assert overlap > 0.5, f"two streams ran at once {overlap:.0%} of the trace"
 
 
 def test_summary_table_and_chrome_trace(kernels, make_stream, tmp_path):
