@@ -39,3 +39,18 @@ def test_the_committed_notebook_carries_its_gpu_run_with_every_output(path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     if any(".plot(" in "".join(c["source"]) for c in code):
         assert any("image/png" in o.get("data", {}) for o in outputs), "its plot is missing"
+
+
+def test_the_overlap_notebook_closes_with_the_speed_up_and_overlap_its_gpu_run_printed():
+    import json
+    import re
+    path = next(p for p in NOTEBOOKS if p.stem == "02-overlap")
+    cells = json.loads(path.read_text())["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
+                      for o in c.get("outputs", []))
+    found = re.search(r"speed-up (\d+\.\d+)x; overlap (\d+)%", printed)
+    assert found, f"the timing cell printed no speed-up and overlap: {printed!r}"
+    closing = cells[-1]
+    assert closing["cell_type"] == "markdown"
+    note = "".join(closing["source"])
+    assert f"speed-up {found[1]}x" in note and f"overlap {found[2]}%" in note, note
