@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -10,15 +11,24 @@ from typing import Any
 import numpy as np
 
 
-def info() -> int:
-    """Print the backend, its devices, priority range and versions."""
+def info(requested: str | None = None) -> int:
+    """Print the backend and why it was taken, why each other backend was not, the devices,
+    priority range and versions. ``requested``: what forced the backend (``--backend cpu``,
+    ``ROCMSTREAMS_BACKEND=cpu``), or None where selection was automatic."""
     import rocmstreams as rs
+    from rocmstreams.backends import BACKENDS, PROBES
 
     be = rs.backend()
-    from rocmstreams.backends import PROBES
     print(f"backend: {be.name}")
-    for name, why in PROBES.items():
-        print(f"  not {name}: {why}")
+    if requested is None:
+        for name, why in PROBES.items():
+            print(f"  not {name}: {why}")
+        print(f"  taken: the first that loaded in the order {', '.join(BACKENDS)}")
+    else:
+        print(f"  taken: requested by {requested}")
+        for name, reason in _probe_others([b for b in BACKENDS if b != be.name]):
+            print(f"  {name}: loads here too (not requested)" if reason is None
+                  else f"  not {name}: {reason}")
     for dev in be.devices:
         least, greatest = dev.priority_range
         print(f"device {dev.ordinal}: {dev.name}; "
@@ -28,6 +38,52 @@ def info() -> int:
     print(f"native calls: {_native_calls(rs, be)}")
     print(f"rocmstreams: {rs.__version__}")
     return 0
+
+
+PROBE_SECONDS = 120
+
+
+def _probe_others(names: list[str]) -> list[tuple[str, str | None]]:
+    """``(name, None)`` for each backend that loads, else ``(name, why not)``; each probed in a
+    process of its own, side by side (a backend loaded beside the chosen one could change it:
+    the cpu backend puts numba.cuda in simulator mode)."""
+    env = {k: v for k, v in os.environ.items() if k != "ROCMSTREAMS_BACKEND"}
+    children = [(name, subprocess.Popen(
+        [sys.executable, "-c", f"from rocmstreams.__main__ import probe; probe({name!r})"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env))
+        for name in names]
+    found: list[tuple[str, str | None]] = []
+    for name, child in children:
+        try:
+            out, _ = child.communicate(timeout=PROBE_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            found.append((name, f"its probe did not answer within {PROBE_SECONDS} s"))
+            continue
+        last = (out.strip().splitlines() or [""])[-1]
+        if last == "loads":
+            found.append((name, None))
+        else:
+            found.append((name, last.removeprefix("not: ") or
+                          f"its probe ended with exit status {child.returncode}"))
+    return found
+
+
+def probe(name: str) -> None:
+    """Print ``loads``, or ``not: <why>``: whether the backend ``name`` loads in this process
+    (the child :func:`info` starts for each backend it did not take)."""
+    import importlib
+
+    from rocmstreams.errors import BackendUnavailableError
+    try:
+        importlib.import_module(f"rocmstreams.backends.{name}").load()
+    except Exception as exc:  # noqa: BLE001 - every failure is the backend's reason
+        why = str(exc) if isinstance(exc, BackendUnavailableError) else (
+            f"the {name} probe failed: {type(exc).__name__}: {exc}")
+        print("not: " + " ".join(why.split()))
+    else:
+        print("loads")
 
 
 def _native_calls(rs: Any, be: Any) -> str:
@@ -149,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=rs.BACKENDS,
                         help="the backend to use (else ROCMSTREAMS_BACKEND, else automatic)")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("info", help="backend, devices, priority range, versions")
+    sub.add_parser("info", help="backend and why it was taken, the others, devices, versions")
     d = sub.add_parser("demo", help="multi-stream H2D, kernel, D2H pipeline checked vs numpy")
     d.add_argument("--n", type=_positive, default=None, help="elements (default: by backend)")
     d.add_argument("--streams", type=_positive, default=4, help="streams (default 4)")
@@ -160,15 +216,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "demo":
+        problem = _output_problem("--plot", args.plot) or _output_problem("--trace", args.trace)
+        if problem:  # before anything runs: the pipeline is not run for nothing
+            print(f"rocmstreams: {problem}", file=sys.stderr)
+            return 2
+    requested = None
     if args.backend:
         os.environ["ROCMSTREAMS_BACKEND"] = args.backend
+        requested = f"--backend {args.backend}"
+    elif os.environ.get("ROCMSTREAMS_BACKEND", "").strip():
+        requested = f"ROCMSTREAMS_BACKEND={os.environ['ROCMSTREAMS_BACKEND'].strip()}"
     try:
         if args.command == "info":
-            return info()
+            return info(requested)
         return demo(args.n, args.streams, args.chunks, args.plot, args.trace)
     except rs.RocmStreamsError as exc:
         print(f"rocmstreams: {exc}", file=sys.stderr)
         return 1
+
+
+def _output_problem(option: str, path: str | None) -> str | None:
+    """Why the demo could not write ``path`` (one line naming the option and what to do), or
+    None where it can."""
+    if path is None:
+        return None
+    if option == "--plot":
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            return (f"--plot needs matplotlib, which is not installed: pip install matplotlib "
+                    f"(or rocmstreams[trace]), or leave --plot out")
+    if os.path.isdir(path):
+        return f"{option} {path} is a folder; give a file name in it"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        return (f"{option} {path}: the folder {folder} does not exist; create it "
+                f"(mkdir -p {folder}) or give a path in an existing folder")
+    if not os.path.isdir(folder):
+        return (f"{option} {path}: {folder} is a file, not a folder; give a path in an "
+                f"existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (f"{option} {path}: the folder {folder} is not writable; give a path in a "
+                f"folder you can write to")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{option} {path}: the file is not writable; remove it or give another path"
+    return None
 
 
 if __name__ == "__main__":

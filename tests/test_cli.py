@@ -56,3 +56,70 @@ def test_demo_writes_its_timeline_and_chrome_trace(backend, tmp_path):
     import json
     events = json.loads(trace.read_text())["traceEvents"]
     assert len({e["tid"] for e in events}) == 4  # one track per stream
+
+
+def _auto(*args):
+    """The CLI with ROCMSTREAMS_BACKEND unset: automatic selection."""
+    env = {k: v for k, v in os.environ.items() if k != "ROCMSTREAMS_BACKEND"}
+    return subprocess.run([sys.executable, "-m", "rocmstreams", *args], capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+def test_backend_cpu_info_says_the_backend_was_requested():
+    out = _auto("--backend", "cpu", "info")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["backend: cpu", "  taken: requested by --backend cpu"]
+
+
+def test_info_says_what_requested_the_backend_through_the_environment(backend):
+    out = _cli("info", ROCMSTREAMS_BACKEND=backend.name)
+    assert out.returncode == 0, out.stderr
+    assert f"  taken: requested by ROCMSTREAMS_BACKEND={backend.name}" in out.stdout.splitlines()
+
+
+def test_a_requested_backend_still_says_for_each_other_whether_it_loads_and_why_not():
+    out = _auto("--backend", "cpu", "info")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("cuda", "hip"):
+        said = [line for line in lines if line == f"  {name}: loads here too (not requested)"
+                or line.startswith(f"  not {name}: ")]
+        assert len(said) == 1, (name, out.stdout)
+        assert said[0].endswith("(not requested)") or len(said[0]) > len(f"  not {name}: ") + 10
+
+
+def test_automatic_selection_says_why_it_passed_over_each_backend_before_the_one_it_took():
+    out = _auto("info")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    taken = lines[0].removeprefix("backend: ")
+    order = ["cuda", "hip", "cpu"]
+    passed_over = order[:order.index(taken)]
+    assert [line.split(":")[0] for line in lines[1:1 + len(passed_over)]] == [
+        f"  not {name}" for name in passed_over]
+    assert lines[1 + len(passed_over)] == "  taken: the first that loaded in the order cuda, hip, cpu"
+
+
+def test_the_demo_on_the_cpu_backend_labels_its_gb_s_as_simulated():
+    out = _auto("--backend", "cpu", "demo", "--n", "4096", "--chunks", "4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rate = next(line for line in out.stdout.splitlines() if "GB/s" in line)
+    assert "GB/s simulated: the cpu backend's copies are host memcpys, not a link" in rate
+
+
+@pytest.mark.parametrize("option", ["--plot", "--trace"])
+@pytest.mark.parametrize("where", ["missing folder", "file as folder", "a folder"])
+def test_demo_refuses_an_output_path_it_cannot_write_before_running_anything(option, where,
+                                                                          tmp_path):
+    (tmp_path / "a-file").write_text("")
+    path = {"missing folder": tmp_path / "no-such-folder" / "out",
+            "file as folder": tmp_path / "a-file" / "out", "a folder": tmp_path}[where]
+    out = _auto("--backend", "cpu", "demo", option, str(path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == ""  # nothing ran
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert lines[0].startswith(f"rocmstreams: {option} {path}")
+    assert {"missing folder": "does not exist; create it", "file as folder": "is a file",
+            "a folder": "is a folder"}[where] in lines[0]
