@@ -20,3 +20,13 @@ def test_the_readme_example_runs(code, backend):
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "ROCMSTREAMS_BACKEND": backend.name})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_first_example_prints_what_it_did(backend):
+    import os
+    done = subprocess.run([sys.executable, "-c", BLOCKS[0]], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "ROCMSTREAMS_BACKEND": backend.name})
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = done.stdout.strip().splitlines()
+    assert printed, "the first example printed nothing"
+    assert printed[-1].endswith("out == 3 * x: True"), done.stdout
