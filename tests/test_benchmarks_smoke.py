@@ -78,7 +78,24 @@ def test_overhead_smoke_measures_every_rocmstreams_figure_and_names_missing_peer
             assert isinstance(value, float) or value.startswith("missing"), (figure, library,
                                                                              value)
     assert {row["figure"] for row in report["targets"]} >= {"launch", "H2D pageable"}
+    for row in ("rocmstreams (grid changes every call)", "rocmstreams (inside rs.trace())"):
+        assert isinstance(figures["launch"][row], float) and figures["launch"][row] > 0, row
+    traced = next(r for r in report["targets"] if "rs.trace()" in r["target"])
+    assert traced["ratio"] > 0 and "holds" not in traced  # a figure to read, no bound
     assert "targets" in stdout
+
+
+def test_overheads_changing_grid_row_uses_more_grids_than_the_launch_cache_holds():
+    import importlib.util
+
+    from rocmstreams.integrations.numba import dispatch
+    spec = importlib.util.spec_from_file_location("overhead", BENCHMARKS / "overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    sizes = overhead.changing_sizes()
+    grids = [(next(sizes) + 255) // 256 for _ in range(overhead.DISTINCT_GRIDS)]
+    # each grid comes round again only after more others than the cache keeps: never a hit
+    assert len(set(grids)) == overhead.DISTINCT_GRIDS > dispatch._MAX_KEPT
 
 
 def test_hot_calls_offline_smoke_times_the_binding_and_the_compiled_paths(tmp_path):
