@@ -63,7 +63,7 @@ def ours(nbytes: int, repeat: int) -> list[dict[str, Any]]:
     cases = [("0 -> 1, stream on 1", 0, 1, 1, False), ("0 -> 1, stream on 0", 0, 1, 0, False),
              ("1 -> 0, stream on 0", 1, 0, 0, False), ("0 -> 1 staged, stream on 1", 0, 1, 1,
                                                         True)]
-    for case, a, b, on, staged in cases:
+    for case, a, b, on, staged in _common.progress(cases, f"peer copies, best of {repeat}"):
         s = streams[on]
 
         def copy(a: int = a, b: int = b, s: Any = s) -> None:

@@ -322,7 +322,7 @@ def measure(p: Any, x: np.ndarray, reference: np.ndarray, bounds: list[tuple[int
     one = p.streams(1)
     _run_pipeline(p, one, bounds)  # warm-up: kernels compiled, first copies made
     stages = {}
-    for stage in STAGES:
+    for stage in _common.progress(STAGES, f"{p.name}: stages alone, best of {repeat}"):
         stages[stage] = _common.summary(
             _common.time_call(lambda: _run_stage(p, stage, one[0], bounds), repeat))["best_ms"]
     p.close_streams(one)
@@ -333,7 +333,7 @@ def measure(p: Any, x: np.ndarray, reference: np.ndarray, bounds: list[tuple[int
         _common.time_call(lambda: _run_ceiling(p, two, bounds), repeat))["best_ms"]
     p.close_streams(two)
     rows = []
-    for count in stream_counts:
+    for count in _common.progress(stream_counts, f"{p.name}: stream counts, best of {repeat}"):
         streams = p.streams(count)
         _run_pipeline(p, streams, bounds)  # warm-up of these streams
         times = []
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=float, default=None,
                         help="MiB of each of x, y, out (default 256; 0.25 on cpu; 4 smoke)")
-    parser.add_argument("--chunks", type=int, default=None, help="chunks (default 32; 4 smoke)")
+    parser.add_argument("--chunks", type=int, default=None,
+                        help="chunks (default 32; 4 on cpu and smoke)")
     parser.add_argument("--streams", default=None, help="stream counts (default 1,2,4,8)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed runs per figure, best reported (default 5; 1 smoke)")
