@@ -121,7 +121,10 @@ def test_reduce_on_a_rocmstream_sums_in_stream_order(kernels, stream, latch, rng
 
 
 def test_reduce_on_a_rocmstream_without_res_returns_the_sum_of_the_data_in_stream_order(
-        kernels, stream, latch, rng):
+        kernels, make_stream, latch, rng):
+    # numba reads the result through the legacy default stream, which waits for a blocking
+    # stream only (as numba's own cuda.stream() is): on a non-blocking one it can read early
+    stream = make_stream(non_blocking=False)
     total = kernels.cuda.Reduce(lambda a, b: a + b)
     x = rng.random(N).astype(np.float32)
     dn = kernels.cuda.to_device(x, stream=stream)

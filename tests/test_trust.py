@@ -343,8 +343,8 @@ def test_capture_does_not_collect_garbage(stream, kernels, monkeypatch):
 
 # ---- threads, forks, faults ----------------------------------------------------------------------
 def test_short_lived_threads_leave_no_per_thread_stream_behind(kernels):
-    a = rs.to_device(np.zeros(8, np.float32))
-    legacy = rs.default_stream()
+    arrays = [rs.to_device(np.zeros(8, np.float32)) for _ in range(10)]  # one per thread: the
+    legacy = rs.default_stream()  # per-thread streams of live threads run side by side
     legacy.synchronize()
 
     def per_thread_workers():
@@ -352,13 +352,13 @@ def test_short_lived_threads_leave_no_per_thread_stream_behind(kernels):
 
     base = len(per_thread_workers())
 
-    def touch():
+    def touch(a):
         s = rs.per_thread_default_stream()
         kernels.add_scalar[1, 8, s](a, np.float32(1))
         s.synchronize()
 
     for _ in range(20):
-        threads = [threading.Thread(target=touch) for _ in range(10)]
+        threads = [threading.Thread(target=touch, args=(a,)) for a in arrays]
         for t in threads:
             t.start()
         for t in threads:
@@ -370,7 +370,8 @@ def test_short_lived_threads_leave_no_per_thread_stream_behind(kernels):
         time.sleep(0.05)
         legacy.record().synchronize()
     assert len(per_thread_workers()) <= base, per_thread_workers()
-    np.testing.assert_array_equal(a.copy_to_host(stream=legacy)[:1], [200])
+    for a in arrays:
+        np.testing.assert_array_equal(a.copy_to_host(stream=legacy), np.full(8, 20))
 
 
 _FORK_CHILD = """

@@ -54,9 +54,7 @@ def install_numba_api(backend: Backend) -> None:
             except ImportError:
                 continue
             _install_driver(backend, driver)
-            package = place.split(".")[0]
-            _install_context_guard(module.__name__,
-                                   importlib.import_module(f"{module.__name__}.{package}.devices"))
+            _install_context_guard(module.__name__, driver)
             break
     setattr(module, _PATCHED, True)
 
@@ -103,20 +101,21 @@ def _install_driver(backend: Backend, driver: Any) -> None:
         setattr(driver, name, converted)
 
 
-def _install_context_guard(name: str, devices: Any) -> None:
-    """Refuse every Numba call that enters a GPU context (``require_context``: copies, arrays,
-    events, launches) from inside a host callback, before Numba's first driver call there (which
-    the runtime forbids: CUDA answers ``cudaErrorNotPermitted``, or the call may deadlock)."""
-    runtime = devices._runtime
-    original = runtime.ensure_context
+def _install_context_guard(name: str, driver: Any) -> None:
+    """Refuse every Numba call that enters a GPU context (its ``require_context`` calls:
+    copies, arrays, events, launches) from inside a host callback, before Numba's first driver
+    call there (which the runtime forbids: CUDA answers ``cudaErrorNotPermitted``, or the call
+    may deadlock). Numba enters a context through its driver's ``get_active_context``."""
+    instance = driver.driver
+    original = instance.get_active_context
 
     @functools.wraps(original)
-    def ensure_context(*args: Any, **kwargs: Any) -> Any:
+    def get_active_context(*args: Any, **kwargs: Any) -> Any:
         if running:
             refuse(f"a {name} call (a copy, array, event or launch)")
         return original(*args, **kwargs)
 
-    runtime.ensure_context = ensure_context
+    instance.get_active_context = get_active_context
 
 
 # ---- cpu backend: queue the simulator's copies on the stream --------------------------------------
@@ -225,7 +224,7 @@ def _install_simulator(module: Any) -> None:
             source = np.array(value, copy=True)
 
         def assign() -> None:
-            simulated_setitem(self, key, source._ary if isinstance(source, fake) else source)
+            simulated_setitem(self, key, source)  # a device source is read when this runs
 
         stream.launch_host_func(assign)
 
