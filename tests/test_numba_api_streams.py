@@ -322,3 +322,11 @@ def test_a_kernel_made_in_a_function_with_a_local_cuda_runs(stream, rng):
     out = rs.empty_like(dx, stream=stream)
     kernel[(n + 127) // 128, 128, stream](out, dx, np.float32(2), np.float32(1))
     np.testing.assert_allclose(out.copy_to_host(stream=stream), 2 * x + 1, rtol=1e-6)
+
+
+def test_a_numba_array_bound_to_a_rocmstream_names_it_in_its_cuda_array_interface(backend, cuda,
+                                                                                 stream, rng):
+    if backend.name == "cpu":
+        pytest.skip("numba's simulator arrays have no __cuda_array_interface__")
+    dn = cuda.to_device(rng.random(16).astype(np.float32), stream=stream)
+    assert dn.__cuda_array_interface__["stream"] == int(stream) != 0
