@@ -325,6 +325,20 @@ def test_a_configuration_equal_to_a_launched_one_is_still_refused(kernels, strea
     np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
 
 
+@pytest.mark.parametrize("grid, block, says", [
+    ((1.0, 1), (64, 1), "grid"), ((1, True), (64, 1), "grid"), ((1, 1), (64.0, 1), "block")],
+    ids=["float in a grid tuple", "bool in a grid tuple", "float in a block tuple"])
+def test_a_tuple_configuration_equal_to_a_launched_one_is_still_refused(kernels, stream, grid,
+                                                                        block, says):
+    """(1.0, 1) == (1, 1), with the same hash: the launch cache must not take it for the
+    configuration [(1, 1), (64, 1)] launched before."""
+    a = rs.to_device(np.zeros(64, np.float32), stream=stream)
+    kernels.add_scalar[(1, 1), (64, 1), stream](a, np.float32(1))
+    with pytest.raises(TypeError, match=f"the {says} holds ints"):
+        kernels.add_scalar[grid, block, stream](a, np.float32(1))
+    np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
+
+
 def test_numpy_integer_priorities_and_devices_are_accepted():
     s = rs.RocmStream(priority=np.int64(-1), device=np.int64(0), non_blocking=np.bool_(True))
     assert (s.priority, s.device, s.non_blocking) == (-1, 0, True)

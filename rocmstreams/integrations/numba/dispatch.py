@@ -259,6 +259,9 @@ def install(backend: Backend) -> None:
             griddim, blockdim, stream = config
             launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__,
                                             griddim.__class__, blockdim.__class__])
+            if (griddim.__class__ is tuple or blockdim.__class__ is tuple) and not (
+                    _exact(griddim) and _exact(blockdim)):  # (1.0, 2) found (1, 2)'s launch
+                raise TypeError
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
         launch.stream = stream
@@ -281,7 +284,7 @@ def install(backend: Backend) -> None:
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
             bound = functools.partial(core.door.submit, core, LAUNCH, run, cfg)
-            if n == 3 and not borrowed:
+            if n == 3 and not borrowed and _exact(config[0]) and _exact(config[1]):
                 if len(_launches) >= _MAX_KEPT:
                     _launches.clear()
                 try:
@@ -300,6 +303,12 @@ def install(backend: Backend) -> None:
 
     cls._rocmstreams_original_getitem = original
     cls.__getitem__ = __getitem__
+
+
+def _exact(dim: Any) -> bool:
+    """A grid or block the launch cache may key on: an int or a tuple of ints. (A key equal to
+    another of other types, ``(1.0, 2) == (1, 2)``, would reach the other's launch unchecked.)"""
+    return type(dim) is int or (type(dim) is tuple and all(type(d) is int for d in dim))
 
 
 def _launch_and_wait(core: StreamCore, launcher: KernelLauncher, config: tuple,
