@@ -7,6 +7,7 @@ size) before anything is queued.
 from __future__ import annotations
 
 import ctypes
+import queue
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, cast
@@ -239,6 +240,8 @@ class _Release:
         if others and home == be.memory_stream(device):
             target = next((s for s, d in reversed(others) if d == device), home)
         rest = {key: None for key in others or () if key != (target, device)}
+        holds = [other for other, _ in rest] + ([target] if target != home else []) + [home]
+        deferred = False
         try:
             try:
                 if threads and not threads <= {thread_token()}:
@@ -250,26 +253,71 @@ class _Release:
                     _after_other_streams(be, target, rest)
             except _Unordered:
                 # every stream of the device passes its work so far, theirs among them; only
-                # then does the block go back (a host wait, the one case that needs one)
-                be.device_synchronize(device)
-                be.free(ptr)
+                # then does the block go back: a host wait, made by the device waiter's thread
+                _device_waiter.free_after_device(be, device, ptr, nbytes, holds)
+                deferred = True
             except RocmStreamsError as exc:
                 # a stream it was used on is gone from under us (a borrowed stream its owner
-                # destroyed): fall back to the runtime's free, which waits for the device
+                # destroyed): fall back to a free after the whole device
                 warnings.warn(f"rocmstreams: ordering the free of {ptr:#x} after its use on "
                               f"other streams failed ({exc}); freeing it after the whole "
                               "device instead", ResourceWarning, stacklevel=2)
-                be.device_synchronize(device)  # the runtime's free of pool memory does not wait
-                be.free(ptr)
+                _device_waiter.free_after_device(be, device, ptr, nbytes, holds)
+                deferred = True
             else:
                 be.free_async(ptr, nbytes, target, device)
         finally:
-            for other, _ in rest:  # every hold goes, whatever failed on the way
-                be.stream_unhold(other)
-            if target != home:
-                be.stream_unhold(target)
-            be.stream_unhold(home)
-            _stats.freed(device, nbytes)
+            if not deferred:  # every hold goes, whatever failed on the way
+                _unhold_and_count(be, holds, device, nbytes)
+
+
+def _unhold_and_count(be: Backend, holds: list[int], device: int, nbytes: int) -> None:
+    try:
+        for stream in holds:
+            be.stream_unhold(stream)
+    finally:
+        _stats.freed(device, nbytes)
+
+
+class _DeviceWaiter:
+    """Frees that need every stream of a device to pass its work first (a block used on another
+    thread's per-thread default stream, or on a stream gone from under us): a thread of its own
+    synchronizes the device, then frees, so that the thread that dropped the array (a user's,
+    or the release queue's drain) never waits for the GPU. Started at the first such free."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Backend, int, int, int, list[int]]] = \
+            queue.SimpleQueue()
+        self._start = threading.Lock()  # taken only here, never while any other lock is held
+        self._thread: threading.Thread | None = None
+
+    def free_after_device(self, be: Backend, device: int, ptr: int, nbytes: int,
+                          holds: list[int]) -> None:
+        self._queue.put((be, device, ptr, nbytes, holds))
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="rocmstreams-device-waiter")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            be, device, ptr, nbytes, holds = self._queue.get()
+            try:
+                be.set_device(device)
+                be.device_synchronize(device)  # the runtime's free of pool memory does not wait
+                be.free(ptr)
+            except Exception as exc:  # noqa: BLE001 - cleanup must not raise
+                _warn(f"rocmstreams: releasing device allocation {ptr:#x} after the whole "
+                      f"device failed: {exc}")
+            finally:
+                try:
+                    _unhold_and_count(be, holds, device, nbytes)
+                except Exception as exc:  # noqa: BLE001
+                    _warn(f"rocmstreams: releasing the streams that held {ptr:#x} failed: {exc}")
+
+
+_device_waiter = _DeviceWaiter()
 
 
 def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], None]) -> None:

@@ -275,3 +275,39 @@ def test_an_array_launched_on_by_another_threads_per_thread_stream_is_not_reused
     mine.synchronize()
     done[0].synchronize()
     np.testing.assert_array_equal(out.copy_to_host(stream=mine), 2 * expected)
+
+
+def test_an_array_of_another_threads_per_thread_stream_is_dropped_without_waiting_for_the_device(
+        latch, kernels, make_stream, rng):
+    """Its free must wait for every stream of the device (no order can be made on another
+    thread's per-thread stream), but that wait is the device waiter's, not the dropping
+    thread's: with a latch holding another stream, the drop returns while the latch is held,
+    and the memory goes back once the latch is released."""
+    import threading
+    import time
+    other = make_stream(non_blocking=True)
+    held = []
+
+    def work():
+        s = rs.per_thread_default_stream()
+        x = rs.to_device(rng.random(N, dtype=np.float32), stream=s)
+        kernels.add_scalar[N // 64, 64, s](x, np.float32(1))
+        s.synchronize()
+        held.append(x)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    gate = latch()
+    in_use = rs.memory_stats()["in_use_bytes"]
+    gate.hold(other)
+    held.clear()
+    collect()  # the release runs here, on this thread
+    assert not other.query(), "dropping the array waited for the latched stream"
+    gate.release()
+    other.synchronize()
+    assert gate.released, f"latch timed out after {gate.polls} polls"
+    deadline = time.monotonic() + 10
+    while rs.memory_stats()["in_use_bytes"] > in_use - 4 * N and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rs.memory_stats()["in_use_bytes"] <= in_use - 4 * N, "the block was never freed"
