@@ -38,7 +38,8 @@ int cuEventRecord(void *e, void *s) { return 0; }
 int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                    unsigned bz, unsigned shm, void *s, void **params, void **extra) { return 0; }
 """
-FIGURES = ("query", "synchronize", "event record", "stream record", "launch", "floor query",
+FIGURES = ("query", "synchronize", "event record", "stream record", "launch", "launch, new grid",
+           "floor query",
            "floor launch")
 
 
@@ -117,6 +118,18 @@ def kernel_driver_factory(native: Any, KernelDriver: type) -> Callable[[Any], An
     return make
 
 
+def varying_grid_launch(kernel: Any, s: Any, a: Any, x: float) -> Callable[[], None]:
+    """A launch whose grid is computed from each chunk's size, 5000 sizes in turn: more grids
+    than the launch cache keeps (4096), so every launch takes the uncached path."""
+    grids = [(n + 255) // 256 for n in range(256, 256 * 5001, 256)]
+    at = [0]
+
+    def launch() -> None:
+        i = at[0] = (at[0] + 1) % 5000
+        kernel[grids[i], 256, s](a, x)
+    return launch
+
+
 # ---- one process --------------------------------------------------------------------------------
 def setup(lib: Path) -> dict[str, Callable[[], Any]]:
     os.environ["ROCMSTREAMS_BACKEND"] = "cuda"
@@ -144,6 +157,7 @@ def setup(lib: Path) -> dict[str, Callable[[], Any]]:
         "query": s.query, "synchronize": s.synchronize,
         "event record": lambda: ev.record(s), "stream record": lambda: s.record(ev),
         "launch": lambda: kernel[4, 256, s](a, x),
+        "launch, new grid": varying_grid_launch(kernel, s, a, x),
     }
     if native.compiled is not None:
         no_op = ctypes.CDLL(str(lib))

@@ -36,12 +36,16 @@ _configs: dict[tuple[Any, ...], tuple[int, ...]] = {}
 #: Configured launches by (kernel, grid, block, stream core, grid type, block type), so that a
 #: launch in a loop costs one lookup (the types, as in ``_configs``: ``k[1.0, 64, s]`` never finds
 #: the launch of ``k[1, 64, s]``; a tuple's elements are not typed here, so ``(1.0, 2)`` still
-#: finds the launch of ``(1, 2)``); bounded (cleared when full), so kernels and streams made on the
-#: fly are not kept. Each
+#: finds the launch of ``(1, 2)`` in the dictionary, and the hot path then refuses it); bounded
+#: (cleared when full), so kernels and streams made on the fly are not kept. Each
 #: is ``core.submit`` bound to the launcher and configuration; it holds the core, never the stream
 #: (a dropped stream is collected and its core closed, as without launches).
 _launches: dict[tuple[Any, ...], functools.partial] = {}
 _MAX_KEPT = 4096
+#: The same per (kernel, stream core) without a configuration: ``core.submit`` bound to the
+#: launcher, for a configuration not in ``_launches`` (a grid computed from each chunk's size),
+#: so that one costs a range check and one more lookup, not a new launch setup. Bounded too.
+_submits: dict[tuple[Any, StreamCore], functools.partial] = {}
 
 
 class KernelLaunch(functools.partial):
@@ -257,17 +261,30 @@ def install(backend: Backend) -> None:
     def __getitem__(self: Any, config: Any) -> Any:
         try:  # the hot path: [grid, block, RocmStream], configured before
             griddim, blockdim, stream = config
-            launch = KernelLaunch(_launches[self, griddim, blockdim, stream.__rocmstreams_core__,
-                                            griddim.__class__, blockdim.__class__])
-            if (griddim.__class__ is tuple or blockdim.__class__ is tuple) and not (
-                    _exact(griddim) and _exact(blockdim)):  # (1.0, 2) found (1, 2)'s launch
-                raise TypeError
+            cached = _launches.get((self, griddim, blockdim, stream.__rocmstreams_core__,
+                                    griddim.__class__, blockdim.__class__))
         except Exception:  # noqa: BLE001 - anything else is decided below
             return _slow_getitem(self, config)
+        if cached is None or (griddim.__class__ is tuple or blockdim.__class__ is tuple) and \
+                not (_exact(griddim) and _exact(blockdim)):  # (1.0, 2) found (1, 2)'s launch
+            return _slow_getitem(self, config)
+        launch = KernelLaunch(cached)
         launch.stream = stream
         return launch
 
     def _slow_getitem(self: Any, config: Any) -> Any:
+        if type(config) is tuple and len(config) == 3:  # a new grid of ints (sizes in a loop)
+            griddim, blockdim, stream = config
+            try:
+                submit = _submits[self, stream.__rocmstreams_core__]
+            except Exception:  # noqa: BLE001 - not a RocmStream, or not launched on before
+                submit = None
+            if submit is not None and type(griddim) is int and type(blockdim) is int and \
+                    0 < griddim <= _MAX_GRID[0] and 0 < blockdim <= _MAX_BLOCK:
+                # (not kept in _launches: a grid that changes every call would only churn it)
+                launch = KernelLaunch(submit, (griddim, 1, 1, blockdim, 1, 1, 0))
+                launch.stream = stream
+                return launch
         if type(config) is not tuple or not 2 <= len(config) <= 4:
             raise TypeError(f"a launch configuration is kernel[grid, block], "
                             f"kernel[grid, block, stream] or kernel[grid, block, stream, "
@@ -283,15 +300,13 @@ def install(backend: Backend) -> None:
             launcher = launcher_of(backend, self, core.device)
             run = launcher.run if backend.get_device_count() == 1 else \
                 DeviceLauncher(launcher, core.device).run
-            bound = functools.partial(core.door.submit, core, LAUNCH, run, cfg)
+            submit = functools.partial(core.door.submit, core, LAUNCH, run)
+            bound = functools.partial(submit, cfg)
             if n == 3 and not borrowed and _exact(config[0]) and _exact(config[1]):
-                if len(_launches) >= _MAX_KEPT:
-                    _launches.clear()
-                try:
-                    _launches[self, config[0], config[1], core, config[0].__class__,
-                              config[1].__class__] = bound
-                except TypeError:  # an unhashable grid or block (a list)
-                    pass
+                if len(_submits) >= _MAX_KEPT:
+                    _submits.clear()
+                _submits[self, core] = submit
+                _keep(self, config[0], config[1], core, bound)
             launch = KernelLaunch(bound)
             launch.stream = stream
             return launch
@@ -303,6 +318,18 @@ def install(backend: Backend) -> None:
 
     cls._rocmstreams_original_getitem = original
     cls.__getitem__ = __getitem__
+
+
+def _keep(dispatcher: Any, griddim: Any, blockdim: Any, core: StreamCore,
+          bound: functools.partial) -> None:
+    """Cache the launch of an exact configuration (see ``_launches``)."""
+    if len(_launches) >= _MAX_KEPT:
+        _launches.clear()
+    try:
+        _launches[dispatcher, griddim, blockdim, core, griddim.__class__,
+                  blockdim.__class__] = bound
+    except TypeError:  # an unhashable grid or block (a list)
+        pass
 
 
 def _exact(dim: Any) -> bool:
