@@ -6,6 +6,7 @@ that return only once the data is there), so an operation that ignores the strea
 or writes too early every time."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -27,6 +28,10 @@ def twice(out, x):
 @pytest.fixture
 def cuda(kernels):
     return kernels.cuda
+
+
+def _nothing():
+    return contextlib.nullcontext()
 
 
 def _release_later(gate, seconds=0.3):
@@ -154,13 +159,13 @@ def test_numba_setitem_on_a_rocmstream_runs_after_the_kernel_queued_before_it(
 
 
 def test_a_grid_computed_from_each_size_gives_what_a_fixed_grid_gives(kernels, stream, rng):
-    sizes = rng.integers(1, 5000, size=40)
+    sizes = rng.integers(1, 640, size=20)  # (small: the cpu backend simulates each thread)
     for n in sizes:
         x = rng.random(int(n)).astype(np.float32)
         dx = rs.to_device(x, stream=stream)
         varying, fixed = rs.empty(int(n), np.float32), rs.empty(int(n), np.float32)
         kernels.scale[(int(n) + 127) // 128, 128, stream](varying, np.float32(3), dx)
-        kernels.scale[40, 128, stream](fixed, np.float32(3), dx)  # 5120 threads: covers any n
+        kernels.scale[5, 128, stream](fixed, np.float32(3), dx)  # 640 threads: covers any n
         np.testing.assert_array_equal(varying.copy_to_host(stream=stream), 3 * x)
         np.testing.assert_array_equal(fixed.copy_to_host(stream=stream),
                                       varying.copy_to_host(stream=stream))
@@ -330,3 +335,45 @@ def test_a_numba_array_bound_to_a_rocmstream_names_it_in_its_cuda_array_interfac
         pytest.skip("numba's simulator arrays have no __cuda_array_interface__")
     dn = cuda.to_device(rng.random(16).astype(np.float32), stream=stream)
     assert dn.__cuda_array_interface__["stream"] == int(stream) != 0
+
+
+# numba-cuda's tests/cudadrv/test_pinned.py and test_host_alloc.py, restated on a RocmStream ----
+@pytest.mark.parametrize("host", ["pinned(A)", "pinned_array", "pageable"])
+def test_copies_to_and_from_pinned_and_pageable_memory_round_trip_in_stream_order(
+        host, cuda, kernels, stream, latch, rng):
+    x = rng.random(512).astype(np.float32)
+    if host == "pinned_array":
+        A = cuda.pinned_array(512, np.float32)
+        A[:] = rng.random(512).astype(np.float32)
+    else:
+        A = rng.random(512).astype(np.float32)
+    A0 = A.copy()
+    dx = rs.to_device(x, stream=stream)
+    with cuda.pinned(A) if host == "pinned(A)" else _nothing():
+        dn = cuda.to_device(A, copy=False, stream=stream)
+        stream.synchronize()
+        with latch() as gate:
+            gate.hold(stream)
+            kernels.scale[2, 256, stream](dn, np.float32(2), dx)  # overwritten by the next copy
+            dn.copy_to_device(A, stream=stream)
+            timer = _release_later(gate)
+            dn.copy_to_host(A, stream=stream)
+            timer.join()
+            stream.synchronize()
+    np.testing.assert_array_equal(A, A0)
+
+
+def test_a_copy_into_a_pinned_array_waits_for_the_kernel_queued_before_it(cuda, kernels, stream,
+                                                                        latch):
+    ary = cuda.pinned_array(256, dtype=np.float32)
+    ary.fill(123)
+    devary = cuda.to_device(ary, stream=stream)
+    stream.synchronize()
+    with latch() as gate:
+        gate.hold(stream)
+        kernels.scale[1, 256, stream](devary, np.float32(0), devary)  # zeros it, once released
+        timer = _release_later(gate)  # (the cpu backend's copies into the host return when done)
+        devary.copy_to_host(ary, stream=stream)
+        timer.join()
+    stream.synchronize()
+    assert np.all(ary == 0), "the copy ran ahead of the kernel"
