@@ -7,8 +7,10 @@ size) before anything is queued.
 from __future__ import annotations
 
 import ctypes
+import os
 import queue
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, cast
 
@@ -165,9 +167,10 @@ def _malloc(be: Backend, nbytes: int, home: int, device: int) -> int:
     try:
         return be.malloc_async(nbytes, home, device)
     except OutOfMemoryError as first:
-        # arrays already dropped may still wait in the release queue, and the pool caches
-        # freed memory: free them and give the cache back, then try once more
+        # arrays already dropped may still wait in the release queue (or the device waiter),
+        # and the pool caches freed memory: free them and give the cache back, then try again
         lifetime.drain()
+        _device_waiter.wait_idle()
         be.pool_trim(device)
         _stats.retried(device)
         try:
@@ -283,27 +286,40 @@ class _DeviceWaiter:
     """Frees that need every stream of a device to pass its work first (a block used on another
     thread's per-thread default stream, or on a stream gone from under us): a thread of its own
     synchronizes the device, then frees, so that the thread that dropped the array (a user's,
-    or the release queue's drain) never waits for the GPU. Started at the first such free."""
+    or the release queue's drain) never waits for the GPU. Started at the first such free; while
+    a graph capture is open it waits (a capture in global mode refuses a device synchronize).
+    An allocation that ran out of memory, and :func:`empty_cache`, wait for it to be idle."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Backend, int, int, int, list[int]]] = \
             queue.SimpleQueue()
-        self._start = threading.Lock()  # taken only here, never while any other lock is held
+        self._idle = threading.Condition(threading.Lock())  # taken only here, briefly
+        self._outstanding = 0
         self._thread: threading.Thread | None = None
 
     def free_after_device(self, be: Backend, device: int, ptr: int, nbytes: int,
                           holds: list[int]) -> None:
-        self._queue.put((be, device, ptr, nbytes, holds))
-        with self._start:
+        """Hand the free over (raises, handing nothing, where the thread cannot start)."""
+        with self._idle:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="rocmstreams-device-waiter")
-                self._thread.start()
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name="rocmstreams-device-waiter")
+                thread.start()
+                self._thread = thread
+            self._outstanding += 1
+        self._queue.put((be, device, ptr, nbytes, holds))
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Return once every free handed over so far is done (or ``timeout`` passed)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0, timeout)
 
     def _run(self) -> None:
         while True:
             be, device, ptr, nbytes, holds = self._queue.get()
             try:
+                while lifetime.releases_blocked():  # a capture is open: free after it
+                    time.sleep(0.005)
                 be.set_device(device)
                 be.device_synchronize(device)  # the runtime's free of pool memory does not wait
                 be.free(ptr)
@@ -315,9 +331,19 @@ class _DeviceWaiter:
                     _unhold_and_count(be, holds, device, nbytes)
                 except Exception as exc:  # noqa: BLE001
                     _warn(f"rocmstreams: releasing the streams that held {ptr:#x} failed: {exc}")
+                with self._idle:
+                    self._outstanding -= 1
+                    self._idle.notify_all()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's thread is not there, nor are its frees to make."""
+        self._queue = queue.SimpleQueue()
+        self._idle = threading.Condition(threading.Lock())
+        self._outstanding, self._thread = 0, None
 
 
 _device_waiter = _DeviceWaiter()
+os.register_at_fork(after_in_child=_device_waiter.forget_after_fork)
 
 
 def _after_other_streams(be: Backend, home: int, others: dict[tuple[int, int], None]) -> None:
@@ -456,6 +482,7 @@ def empty_cache() -> None:
     if running:
         refuse("rocmstreams.empty_cache()")
     lifetime.drain()
+    _device_waiter.wait_idle()
     be = active()
     for device in range(be.get_device_count()):
         be.pool_trim(device)

@@ -304,6 +304,8 @@ def test_an_array_of_another_threads_per_thread_stream_is_dropped_without_waitin
     held.clear()
     collect()  # the release runs here, on this thread
     assert not other.query(), "dropping the array waited for the latched stream"
+    time.sleep(0.05)
+    assert rs.memory_stats()["in_use_bytes"] == in_use, "freed before the device passed its use"
     gate.release()
     other.synchronize()
     assert gate.released, f"latch timed out after {gate.polls} polls"
