@@ -377,3 +377,35 @@ def test_a_copy_into_a_pinned_array_waits_for_the_kernel_queued_before_it(cuda, 
         timer.join()
     stream.synchronize()
     assert np.all(ary == 0), "the copy ran ahead of the kernel"
+
+
+def test_a_scalar_read_of_a_bound_array_waits_for_the_write_queued_before_it(cuda, kernels,
+                                                                           stream, latch):
+    dn = cuda.to_device(np.zeros(8, np.float32), stream=stream)
+    dn[0] = np.float32(1)  # loads numba's assignment kernel before the latch
+    assert dn[0] == 1
+    with latch() as gate:
+        gate.hold(stream)
+        dn[0] = np.float32(5)  # queued behind the latch
+        timer = _release_later(gate)
+        got = dn[0]  # numba copies it back on the array's stream
+        timer.join()
+    assert got == 5
+
+
+def test_an_unbound_numba_array_copies_back_after_a_blocking_streams_work(cuda, kernels,
+                                                                        make_stream, latch, rng):
+    """No stream anywhere: numba copies on the legacy default stream, which waits for the work
+    queued before on blocking streams (numba's own cuda.stream() is one)."""
+    blocking = make_stream(non_blocking=False)
+    x = rng.random(256).astype(np.float32)
+    dx = rs.to_device(x, stream=blocking)
+    dn = cuda.to_device(np.zeros(256, np.float32))
+    blocking.synchronize()
+    with latch() as gate:
+        gate.hold(blocking)
+        kernels.scale[1, 256, blocking](dn, np.float32(3), dx)
+        timer = _release_later(gate)
+        host = dn.copy_to_host()
+        timer.join()
+    np.testing.assert_array_equal(host, 3 * x)

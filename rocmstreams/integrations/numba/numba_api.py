@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...backends import Backend
-from ...core.callbacks import refuse, running
+from ...core.callbacks import on_callback_thread, refuse, running
 from ...event import Event
 from ...stream import RocmStream, default_stream
 from ...streamcore import StreamCore
@@ -80,11 +80,11 @@ def register_device_array_type() -> None:
 # ---- GPU backends: the driver's stream conversions ----------------------------------------------
 def _install_driver(backend: Backend, driver: Any) -> None:
     def numba_stream(stream: Any) -> Any:
+        if running:  # any stream: a host callback must not reach the driver
+            refuse("a numba.cuda call with a stream (a copy, an event or a launch)")
         core = _core_of(stream)
         if core is None:
             return stream
-        if running:
-            refuse("a numba.cuda call on a RocmStream (a copy or an event)")
         core.enter()  # a closed RocmStream is refused before Numba sees its handle
         core.leave()
         return backend.numba_stream(core.calls.handle)
@@ -116,6 +116,24 @@ def _install_context_guard(name: str, driver: Any) -> None:
         return original(*args, **kwargs)
 
     instance.get_active_context = get_active_context
+    # the methods of numba's own streams and events call the driver directly
+    for cls_name, methods in (("Stream", ("synchronize", "query")),
+                              ("Event", ("query", "synchronize", "record", "wait",
+                                         "elapsed_time"))):
+        cls = getattr(driver, cls_name, None)
+        for method in methods:
+            if cls is not None and callable(getattr(cls, method, None)):
+                setattr(cls, method, _refused_in_callbacks(getattr(cls, method),
+                                                           f"numba's {cls_name}.{method}()"))
+
+
+def _refused_in_callbacks(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if running:
+            refuse(what)
+        return fn(*args, **kwargs)
+    return guarded
 
 
 # ---- cpu backend: queue the simulator's copies on the stream --------------------------------------
@@ -147,9 +165,14 @@ def _wait_through(stream: RocmStream) -> None:
     stream.record().synchronize()
 
 
-def _own_stream(array: Any, stream: Any) -> Any:
-    """numba's ``_default_stream``: the stream passed, else the one the array is bound to."""
-    return stream if stream else getattr(array, "stream", 0)
+def _own_stream(array: Any, stream: Any) -> tuple[Any, bool]:
+    """numba's ``_default_stream``: the stream passed, else the one the array is bound to; with
+    neither, the legacy default stream, and True: numba's call is synchronous then (and, as on
+    a GPU, ordered after the work queued on blocking streams)."""
+    chosen = stream if stream else getattr(array, "stream", 0)
+    if chosen:
+        return chosen, False
+    return default_stream(), True
 
 
 def _install_simulator(module: Any) -> None:
@@ -162,6 +185,7 @@ def _install_simulator(module: Any) -> None:
     copy_to_host = fake.copy_to_host
     copy_to_device = fake.copy_to_device
     simulated_setitem = fake.__setitem__
+    simulated_getitem = fake.__getitem__
     simulated_reduce = module.Reduce
 
     @functools.wraps(to_device)
@@ -188,7 +212,7 @@ def _install_simulator(module: Any) -> None:
 
     @functools.wraps(copy_to_host)
     def queued_copy_to_host(self: Any, ary: Any = None, stream: Any = 0) -> Any:
-        stream = _own_stream(self, stream)
+        stream, _ = _own_stream(self, stream)  # (it returns once the data is there, always)
         if _core_of(stream) is None:
             return copy_to_host(self, ary, stream=stream)
         if running:
@@ -200,19 +224,21 @@ def _install_simulator(module: Any) -> None:
 
     @functools.wraps(copy_to_device)
     def queued_copy_to_device(self: Any, ary: Any, stream: Any = 0) -> Any:
-        stream = _own_stream(self, stream)
+        stream, synchronous = _own_stream(self, stream)
         if _core_of(stream) is None:
             return copy_to_device(self, ary, stream=stream)
         if running:
             refuse("numba.cuda's copy_to_device() on a RocmStream")
         host = ary if isinstance(ary, fake) else np.array(ary, copy=True, subok=True)
         stream.launch_host_func(copy_to_device, self, host)
+        if synchronous:
+            _wait_through(stream)
         return None
 
     def queued_setitem(self: Any, key: Any, value: Any, stream: Any = 0) -> None:
         """``d.setitem(key, value, stream=s)`` and ``d[key] = value`` on an array bound to a
         RocmStream: queued there, in its order (a host value is read at the call)."""
-        stream = _own_stream(self, stream)
+        stream, synchronous = _own_stream(self, stream)
         if _core_of(stream) is None:
             simulated_setitem(self, key, value)
             return
@@ -227,6 +253,21 @@ def _install_simulator(module: Any) -> None:
             simulated_setitem(self, key, source)  # a device source is read when this runs
 
         stream.launch_host_func(assign)
+        if synchronous:
+            _wait_through(stream)
+
+    def get_in_order(self: Any, key: Any) -> Any:
+        """``d[key]`` read on the host: a scalar read waits for the work queued on the array's
+        stream (the legacy default one where it has none), as numba's copy back does."""
+        item = simulated_getitem(self, key)
+        if isinstance(item, fake) or isinstance(threading.current_thread(), BlockThread) or \
+                on_callback_thread():
+            return item  # a view reads nothing yet; a kernel's or a callback's read is direct
+        stream, _ = _own_stream(self, 0)
+        if _core_of(stream) is None:
+            return item
+        _wait_through(stream)
+        return simulated_getitem(self, key)
 
     def set_in_order(self: Any, key: Any, value: Any) -> None:
         if isinstance(threading.current_thread(), BlockThread):  # a simulated kernel's store
@@ -243,7 +284,13 @@ def _install_simulator(module: Any) -> None:
 
         def call(arr: Any, size: int | None = None, res: Any = None, init: Any = 0,
                  stream: Any = 0) -> Any:
+            if res is not None and not isinstance(res, fake):
+                raise TypeError(f"Reduce's res is a device array of at least one element "
+                                f"(cuda.device_array(1, dtype)), got {type(res).__name__}")
+            stream, synchronous = (stream, False) if stream else (default_stream(), True)
             seq = arr if size is None else arr[:size]
+            if not isinstance(seq, fake):
+                seq = np.array(seq, copy=True)  # a host input is read at the call, as numba does
             if _core_of(stream) is None:
                 return reduce(seq, res=res, init=init)
             if running:
@@ -256,10 +303,10 @@ def _install_simulator(module: Any) -> None:
                     simulated_setitem(res, 0, result[0])
 
             stream.launch_host_func(run)
-            if res is not None:
+            if res is not None and not synchronous:
                 return None
             _wait_through(stream)
-            return result[0]
+            return None if res is not None else result[0]
 
         return call
 
@@ -270,6 +317,7 @@ def _install_simulator(module: Any) -> None:
     fake.copy_to_device = queued_copy_to_device  # type: ignore[method-assign]
     fake.setitem = queued_setitem  # type: ignore[attr-defined]
     fake.__setitem__ = set_in_order  # type: ignore[method-assign]
+    fake.__getitem__ = get_in_order  # type: ignore[method-assign]
     module.event = SimulatorEvent
 
     def event_elapsed_time(evtstart: SimulatorEvent, evtend: SimulatorEvent) -> float:
