@@ -57,9 +57,10 @@ def changing_sizes() -> Iterator[int]:
     return itertools.cycle(range(1000, 1000 + 257 * DISTINCT_GRIDS, 257))
 
 
-def mean_changing_grid() -> int:
-    """The mean of the grids :func:`changing_sizes` gives, rounded: a fixed grid as large."""
-    sizes = range(1000, 1000 + 257 * DISTINCT_GRIDS, 257)
+def mean_changing_grid(launches: int = DISTINCT_GRIDS) -> int:
+    """The mean of the grids :func:`changing_sizes` gives in its first ``launches`` launches
+    (all of them once that many are made), rounded: a fixed grid as large."""
+    sizes = range(1000, 1000 + 257 * min(max(launches, 1), DISTINCT_GRIDS), 257)
     return round(sum((n + 255) // 256 for n in sizes) / len(sizes))
 
 
@@ -239,7 +240,7 @@ def measure(quick: bool, on_gpu: bool) -> Figures:
     # the fixed-grid launch of a grid as large as those on average: the GPU's own time per
     # kernel grows with the grid, and within a burst it can hold up the host's launches, so the
     # changing grid's cost is read against this row (the headline row launches one block)
-    large = mean_changing_grid()
+    large = mean_changing_grid((n_launch + 1) * rounds)  # what the changing row launches
     race.add("rocmstreams (fixed grid, as large)",
              lambda: add_scalar[large, threads, s](a, one), after=s.synchronize)
     # the same launch inside an open rs.trace() (each round a trace of its own): what a trace

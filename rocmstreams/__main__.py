@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+#: The environment before any backend was chosen (loading the cpu backend changes it).
+_ENVIRONMENT_AT_START = dict(os.environ)
+
 
 def info(requested: str | None = None) -> int:
     """Print the backend and why it was taken, why each other backend was not, the devices,
@@ -47,7 +50,9 @@ def _probe_others(names: list[str]) -> list[tuple[str, str | None]]:
     """``(name, None)`` for each backend that loads, else ``(name, why not)``; each probed in a
     process of its own, side by side (a backend loaded beside the chosen one could change it:
     the cpu backend puts numba.cuda in simulator mode)."""
-    env = {k: v for k, v in os.environ.items() if k != "ROCMSTREAMS_BACKEND"}
+    # the environment as the command found it: loading the cpu backend sets
+    # NUMBA_ENABLE_CUDASIM here, which would make a cuda probe see numba's simulator
+    env = {k: v for k, v in _ENVIRONMENT_AT_START.items() if k != "ROCMSTREAMS_BACKEND"}
     children = [(name, subprocess.Popen(
         [sys.executable, "-c", f"from rocmstreams.__main__ import probe; probe({name!r})"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env))

@@ -79,7 +79,10 @@ def test_info_says_what_requested_the_backend_through_the_environment(backend):
 
 
 def test_a_requested_backend_still_says_for_each_other_whether_it_loads_and_why_not():
-    out = _auto("--backend", "cpu", "info")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ROCMSTREAMS_BACKEND", "NUMBA_ENABLE_CUDASIM")}
+    out = subprocess.run([sys.executable, "-m", "rocmstreams", "--backend", "cpu", "info"],
+                         capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     for name in ("cuda", "hip"):
@@ -87,6 +90,9 @@ def test_a_requested_backend_still_says_for_each_other_whether_it_loads_and_why_
                 or line.startswith(f"  not {name}: ")]
         assert len(said) == 1, (name, out.stdout)
         assert said[0].endswith("(not requested)") or len(said[0]) > len(f"  not {name}: ") + 10
+        # the cpu backend, loaded for the command, switches numba to its simulator there; the
+        # probe of each other backend sees the environment as the command found it
+        assert "NUMBA_ENABLE_CUDASIM" not in said[0], said[0]
 
 
 def test_automatic_selection_says_why_it_passed_over_each_backend_before_the_one_it_took():
@@ -123,3 +129,28 @@ def test_demo_refuses_an_output_path_it_cannot_write_before_running_anything(opt
     assert lines[0].startswith(f"rocmstreams: {option} {path}")
     assert {"missing folder": "does not exist; create it", "file as folder": "is a file",
             "a folder": "is a folder"}[where] in lines[0]
+
+
+def test_the_probes_of_other_backends_get_the_environment_as_the_command_found_it(monkeypatch):
+    """Loading the cpu backend sets NUMBA_ENABLE_CUDASIM in this process; a probe that inherited
+    it would report cuda as numba's simulator on a machine where cuda works."""
+    import rocmstreams.__main__ as cli
+    monkeypatch.setattr(cli, "_ENVIRONMENT_AT_START", {"PATH": os.environ.get("PATH", "")})
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    seen = []
+
+    class Probe:
+        def __init__(self, *args, env=None, **kwargs):
+            seen.append(env)
+
+        def communicate(self, timeout=None):
+            return "", ""
+
+        def kill(self):
+            pass
+
+        returncode = 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Probe)
+    cli._probe_others(["cuda"])
+    assert seen and all("NUMBA_ENABLE_CUDASIM" not in env for env in seen)
