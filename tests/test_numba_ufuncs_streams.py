@@ -6,9 +6,9 @@ calls numba's helper with ``stream=s``: a helper that ran ahead of the stream (o
 would read the old input, every time. The helpers are called once before the latch is held, since
 loading a kernel's module waits for the whole device (README, "Kernel loading").
 
-``forall`` and ``Reduce`` run on every backend; numba's CUDA simulator (the cpu backend's
-kernels) has no cuda ufunc target (``vectorize(target="cuda")`` fails there when the ufunc is
-built), so those tests skip there with that reason.
+Every test runs on every backend: numba's CUDA simulator (the cpu backend's kernels) has no
+cuda ufunc target, so there rocmstreams builds numba's CPU ufunc of the same function and calls
+it numba's CUDA way (rocmstreams/integrations/numba/simulated_ufuncs.py).
 """
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ N = 4096
 
 
 @pytest.fixture
-def gpu_ufuncs(backend, kernels):
-    if backend.name == "cpu":
-        pytest.skip("numba's CUDA simulator has no cuda ufunc target")
+def cuda(kernels):
+    """numba.cuda as the backend sees it (the simulator on cpu)."""
     return kernels.cuda
 
 
@@ -57,7 +56,7 @@ def test_forall_on_a_rocmstream_runs_after_the_work_queued_before_it(kernels, st
     np.testing.assert_allclose(out.copy_to_host(stream=stream), 2 * x + 1, rtol=1e-6)
 
 
-def test_vectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs, kernels, stream,
+def test_vectorize_on_a_rocmstream_reads_its_input_in_stream_order(cuda, kernels, stream,
                                                                   latch, rng):
     import numba
 
@@ -66,15 +65,15 @@ def test_vectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs, k
         return a * b + 1
 
     x, y = rng.random(N).astype(np.float32), rng.random(N).astype(np.float32)
-    dn, dy = gpu_ufuncs.to_device(x, stream=stream), gpu_ufuncs.to_device(y, stream=stream)
-    dout = gpu_ufuncs.device_array(N, np.float32, stream=stream)
+    dn, dy = cuda.to_device(x, stream=stream), cuda.to_device(y, stream=stream)
+    dout = cuda.device_array(N, np.float32, stream=stream)
     fma1(dn, dy, out=dout, stream=stream)
     with latch() as gate:
         _held_then(gate, stream, kernels, dn, lambda: fma1(dn, dy, out=dout, stream=stream))
     np.testing.assert_allclose(dout.copy_to_host(stream=stream), 2 * x * y + 1, rtol=1e-6)
 
 
-def test_vectorize_with_host_inputs_on_a_rocmstream_returns_the_result(gpu_ufuncs, stream, rng):
+def test_vectorize_with_host_inputs_on_a_rocmstream_returns_the_result(cuda, stream, rng):
     import numba
 
     @numba.vectorize(["float32(float32, float32)"], target="cuda")
@@ -87,7 +86,7 @@ def test_vectorize_with_host_inputs_on_a_rocmstream_returns_the_result(gpu_ufunc
     np.testing.assert_allclose(np.asarray(got), x - y, rtol=1e-6)
 
 
-def test_guvectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs, kernels,
+def test_guvectorize_on_a_rocmstream_reads_its_input_in_stream_order(cuda, kernels,
                                                                     stream, latch, rng):
     import numba
 
@@ -99,8 +98,8 @@ def test_guvectorize_on_a_rocmstream_reads_its_input_in_stream_order(gpu_ufuncs,
         total[0] = acc
 
     x = rng.random((64, 64)).astype(np.float32)
-    dn = gpu_ufuncs.to_device(x, stream=stream)
-    dout = gpu_ufuncs.device_array(64, np.float32, stream=stream)
+    dn = cuda.to_device(x, stream=stream)
+    dout = cuda.device_array(64, np.float32, stream=stream)
     row_sum(dn, out=dout, stream=stream)
     flat = dn.reshape(dn.size)
     with latch() as gate:

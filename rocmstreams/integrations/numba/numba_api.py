@@ -26,6 +26,7 @@ from ...core.callbacks import on_callback_thread, refuse, running
 from ...event import Event
 from ...stream import RocmStream, default_stream
 from ...streamcore import StreamCore
+from .simulated_ufuncs import install_simulated_ufuncs
 
 __all__ = ["install_numba_api", "SimulatorEvent", "register_device_array_type"]
 
@@ -318,6 +319,7 @@ def _install_simulator(module: Any) -> None:
     fake.setitem = queued_setitem  # type: ignore[attr-defined]
     fake.__setitem__ = set_in_order  # type: ignore[method-assign]
     fake.__getitem__ = get_in_order  # type: ignore[method-assign]
+    install_simulated_ufuncs(fake)  # vectorize/guvectorize(target="cuda"), with stream=
     module.event = SimulatorEvent
 
     def event_elapsed_time(evtstart: SimulatorEvent, evtend: SimulatorEvent) -> float:
