@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import json
 import threading
 import time
@@ -316,23 +317,31 @@ def trace() -> Trace:
     return Trace(active())
 
 
+_MISSING: set[str] = set()  # bindings that did not import: not searched for again
+
+
+def _binding(name: str) -> Any:
+    """The module ``name`` where it imports (or was put in ``sys.modules``), else None; a name
+    that failed once is not searched for on ``sys.path`` again (a range costs no import)."""
+    if name in _MISSING and name not in sys.modules:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - not installed, or an install that does not import
+        _MISSING.add(name)
+        return None
+
+
 def _profiler_ranges() -> list[tuple[Any, Any]]:
     """``(push, pop)`` of each vendor's range API whose Python binding imports here: roctx
     (hip-python's ``rocm.bindings.roctx``, which rocprof reads) and NVTX (the ``nvtx`` package,
     which Nsight Systems reads)."""
     found: list[tuple[Any, Any]] = []
-    roctx = None
-    try:
-        roctx = importlib.import_module("rocm.bindings.roctx")
-    except Exception:  # noqa: BLE001 - not installed, or an install that does not import
-        pass
-    else:
+    roctx = _binding("rocm.bindings.roctx")
+    if roctx is not None:
         found.append((roctx.roctxRangePushA, roctx.roctxRangePop))
-    try:
-        nvtx = importlib.import_module("nvtx")
-    except Exception:  # noqa: BLE001 - as for roctx
-        pass
-    else:
+    nvtx = _binding("nvtx")
+    if nvtx is not None:
         # hip-python-interop's ``nvtx`` is a shim over that same roctx: one range, not two
         if roctx is None or getattr(nvtx, "_roctx", None) is not roctx:
             found.append((nvtx.push_range, nvtx.pop_range))
