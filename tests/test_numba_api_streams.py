@@ -409,3 +409,40 @@ def test_an_unbound_numba_array_copies_back_after_a_blocking_streams_work(cuda, 
         host = dn.copy_to_host()
         timer.join()
     np.testing.assert_array_equal(host, 3 * x)
+
+
+@pytest.mark.parametrize("direction", ["from a numba array", "into a numba array"])
+def test_rocmstreams_copies_take_numba_device_arrays_in_stream_order(direction, backend, cuda,
+                                                                    kernels, stream, latch, rng):
+    if backend.name == "cpu":
+        pytest.skip("numba's simulator arrays are no rocmstreams copy endpoint (the next test)")
+    x = rng.random(256).astype(np.float32)
+    dx = rs.to_device(x, stream=stream)
+    dn = cuda.to_device(np.zeros(256, np.float32), stream=stream)
+    mine = rs.empty(256, np.float32, stream=stream)
+    stream.synchronize()
+    with latch() as gate:
+        gate.hold(stream)
+        if direction == "from a numba array":
+            kernels.scale[1, 256, stream](dn, np.float32(3), dx)
+            rs.copy_async(mine, dn, stream=stream)  # after the kernel that writes dn
+        else:
+            kernels.scale[1, 256, stream](mine, np.float32(3), dx)
+            rs.copy_async(dn, mine, stream=stream)
+        assert not stream.query()
+    stream.synchronize()
+    got = mine.copy_to_host(stream=stream) if direction == "from a numba array" else \
+        dn.copy_to_host(stream=stream)
+    np.testing.assert_array_equal(got, 3 * x)
+
+
+def test_a_numba_simulator_array_in_a_rocmstreams_copy_is_refused_saying_what_to_do(backend,
+                                                                                   cuda, stream):
+    if backend.name != "cpu":
+        pytest.skip("on a GPU numba's arrays are copy endpoints (the test above)")
+    dn = cuda.to_device(np.zeros(8, np.float32), stream=stream)
+    mine = rs.empty(8, np.float32, stream=stream)
+    with pytest.raises(TypeError, match=r"numba's CUDA simulator.*copy_to_host\(stream=s\)"):
+        rs.copy_async(mine, dn, stream=stream)
+    rs.copy_async(mine, np.ones(8, np.float32), stream=stream)  # the stream is still usable
+    np.testing.assert_array_equal(mine.copy_to_host(stream=stream), np.ones(8, np.float32))

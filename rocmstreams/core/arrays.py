@@ -118,6 +118,12 @@ def describe(obj: Any) -> ArrayInfo:
                          obj.flags.c_contiguous, not obj.flags.writeable)
     cai = getattr(obj, "__cuda_array_interface__", None)
     if cai is None:
+        if type(obj).__module__.startswith("numba.cuda.simulator"):
+            raise TypeError(
+                f"a {type(obj).__name__} is a device array of numba's CUDA simulator (numba.cuda "
+                "on the cpu backend), whose memory rocmstreams' copies do not take: copy it with "
+                "its own d.copy_to_host(stream=s) or d.copy_to_device(x, stream=s), or make it "
+                "with rs.to_device / rs.empty, which numba kernels take as well")
         raise TypeError(f"expected a numpy array, a DeviceArray or an object with "
                         f"__cuda_array_interface__; got {type(obj).__name__}")
     shape = tuple(int(n) for n in cai["shape"])

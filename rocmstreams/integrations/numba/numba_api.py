@@ -320,6 +320,7 @@ def _install_simulator(module: Any) -> None:
     fake.__setitem__ = set_in_order  # type: ignore[method-assign]
     fake.__getitem__ = get_in_order  # type: ignore[method-assign]
     install_simulated_ufuncs(fake)  # vectorize/guvectorize(target="cuda"), with stream=
+
     module.event = SimulatorEvent
 
     def event_elapsed_time(evtstart: SimulatorEvent, evtend: SimulatorEvent) -> float:
