@@ -164,7 +164,8 @@ if [ -n "${COMPARE:-}" ]; then
     "$out"/overhead_new_*.json | tee "$out/compare.txt"
 fi
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT;
-# BENCHES picks some of them (default "overhead staged pipeline"; also alloc_mixed).
+# BENCHES picks some of them (default "overhead staged pipeline"; also alloc_mixed and
+# overhead_hip, overhead.py on the hip backend).
 if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
   export ROCMSTREAMS_BACKEND=cuda
   for b in ${BENCHES:-overhead staged pipeline}; do
@@ -173,6 +174,11 @@ if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
         echo "=== benchmarks/overhead.py (cuda) ==="
         timeout 300 python3 benchmarks/overhead.py --json "$out/overhead.json" > "$out/overhead.txt" 2>/dev/null
         echo "exit $?"; sed -n '/^targets/,$p' "$out/overhead.txt" ;;
+      overhead_hip)  # the same on the hip backend (HIP-on-CUDA): rocmstreams' rows beside
+        echo "=== benchmarks/overhead.py (hip) ==="
+        env "${hipenv[@]}" ROCMSTREAMS_BACKEND=hip timeout 300 python3 benchmarks/overhead.py \
+          --json "$out/overhead_hip.json" > "$out/overhead_hip.txt" 2>/dev/null
+        echo "exit $?"; sed -n '/^launch (one/,/^stream create/p' "$out/overhead_hip.txt" ;;
       staged)
         echo "=== benchmarks/staged_copies.py ==="
         timeout 200 python3 benchmarks/staged_copies.py --json "$out/staged_copies.json" > "$out/staged_copies.txt" 2>/dev/null
