@@ -446,3 +446,15 @@ def test_a_numba_simulator_array_in_a_rocmstreams_copy_is_refused_saying_what_to
         rs.copy_async(mine, dn, stream=stream)
     rs.copy_async(mine, np.ones(8, np.float32), stream=stream)  # the stream is still usable
     np.testing.assert_array_equal(mine.copy_to_host(stream=stream), np.ones(8, np.float32))
+
+
+def test_a_numba_array_bound_to_a_closed_rocmstream_says_so_when_copied_back(cuda, rng):
+    s = rs.RocmStream()
+    dn = cuda.to_device(rng.random(8).astype(np.float32), stream=s)
+    s.synchronize()
+    s.close()
+    with pytest.raises(rs.StreamClosedError, match=r"bound to.*d\.bind\(stream\)"):
+        dn.copy_to_host()
+    other = rs.RocmStream()
+    assert dn.copy_to_host(stream=other).shape == (8,)  # another stream still serves it
+    other.close()

@@ -23,6 +23,7 @@ import numpy as np
 
 from ...backends import Backend
 from ...core.callbacks import on_callback_thread, refuse, running
+from ...errors import StreamClosedError
 from ...event import Event
 from ...stream import RocmStream, default_stream
 from ...streamcore import StreamCore
@@ -86,8 +87,7 @@ def _install_driver(backend: Backend, driver: Any) -> None:
         core = _core_of(stream)
         if core is None:
             return stream
-        core.enter()  # a closed RocmStream is refused before Numba sees its handle
-        core.leave()
+        _refuse_closed(core)  # before Numba sees its handle
         return backend.numba_stream(core.calls.handle)
 
     for name in ("_stream_handle", "_to_core_stream"):
@@ -100,6 +100,19 @@ def _install_driver(backend: Backend, driver: Any) -> None:
             return _original(numba_stream(stream))
 
         setattr(driver, name, converted)
+
+
+def _refuse_closed(core: StreamCore) -> None:
+    """StreamClosedError for a closed RocmStream given to numba (or the stream a numba array is
+    bound to), saying so."""
+    try:
+        core.enter()
+    except StreamClosedError as exc:
+        raise StreamClosedError(
+            f"{exc} (numba was given it: as stream=, or as the stream the array was made for "
+            "or bound to; pass stream= an open RocmStream, or bind the array to one with "
+            "d.bind(stream))") from None
+    core.leave()
 
 
 def _install_context_guard(name: str, driver: Any) -> None:
@@ -195,6 +208,7 @@ def _install_simulator(module: Any) -> None:
             return to_device(ary, stream=stream, copy=copy, to=to)
         if running:
             refuse("numba.cuda.to_device() on a RocmStream")
+        _refuse_closed(stream.__rocmstreams_core__)
         host = np.array(ary, copy=True, subok=True)  # read now, as from pageable memory
         if to is not None:
             stream.launch_host_func(copy_to_device, to, host)
@@ -218,6 +232,7 @@ def _install_simulator(module: Any) -> None:
             return copy_to_host(self, ary, stream=stream)
         if running:
             refuse("numba.cuda's copy_to_host() on a RocmStream")
+        _refuse_closed(stream.__rocmstreams_core__)
         out = np.empty(self.shape, self.dtype) if ary is None else ary
         stream.launch_host_func(copy_to_host, self, out)
         _wait_through(stream)
@@ -230,6 +245,7 @@ def _install_simulator(module: Any) -> None:
             return copy_to_device(self, ary, stream=stream)
         if running:
             refuse("numba.cuda's copy_to_device() on a RocmStream")
+        _refuse_closed(stream.__rocmstreams_core__)
         host = ary if isinstance(ary, fake) else np.array(ary, copy=True, subok=True)
         stream.launch_host_func(copy_to_device, self, host)
         if synchronous:
@@ -245,6 +261,7 @@ def _install_simulator(module: Any) -> None:
             return
         if running:
             refuse("numba.cuda's setitem() on a RocmStream")
+        _refuse_closed(stream.__rocmstreams_core__)
         if isinstance(value, fake):
             source: Any = value
         else:
