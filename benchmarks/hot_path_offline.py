@@ -39,7 +39,7 @@ int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
                    unsigned bz, unsigned shm, void *s, void **params, void **extra) { return 0; }
 """
 FIGURES = ("query", "synchronize", "event record", "stream record", "launch", "launch, new grid",
-           "floor query",
+           "launch, new 2-D grid", "floor query",
            "floor launch")
 
 
@@ -118,15 +118,21 @@ def kernel_driver_factory(native: Any, KernelDriver: type) -> Callable[[Any], An
     return make
 
 
-def varying_grid_launch(kernel: Any, s: Any, a: Any, x: float) -> Callable[[], None]:
+def varying_grid_launch(kernel: Any, s: Any, a: Any, x: float,
+                        two_d: bool = False) -> Callable[[], None]:
     """A launch whose grid is computed from each chunk's size, 5000 sizes in turn: more grids
-    than the launch cache keeps (4096), so every launch takes the uncached path."""
-    grids = [(n + 255) // 256 for n in range(256, 256 * 5001, 256)]
+    than the launch cache keeps (4096), so every launch takes the uncached path (``two_d``: a
+    2-D grid of a 16 x 16 block, as an image kernel computes it)."""
+    if two_d:
+        grids: list[Any] = [((w + 15) // 16, 8) for w in range(16, 16 * 5001, 16)]
+        block: Any = (16, 16)
+    else:
+        grids, block = [(n + 255) // 256 for n in range(256, 256 * 5001, 256)], 256
     at = [0]
 
     def launch() -> None:
         i = at[0] = (at[0] + 1) % 5000
-        kernel[grids[i], 256, s](a, x)
+        kernel[grids[i], block, s](a, x)
     return launch
 
 
@@ -158,6 +164,7 @@ def setup(lib: Path) -> dict[str, Callable[[], Any]]:
         "event record": lambda: ev.record(s), "stream record": lambda: s.record(ev),
         "launch": lambda: kernel[4, 256, s](a, x),
         "launch, new grid": varying_grid_launch(kernel, s, a, x),
+        "launch, new 2-D grid": varying_grid_launch(kernel, s, a, x, two_d=True),
     }
     if native.compiled is not None:
         no_op = ctypes.CDLL(str(lib))

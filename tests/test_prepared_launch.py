@@ -304,3 +304,16 @@ def test_on_cuda_the_parameters_go_as_one_buffer_and_the_results_are_right(strea
     assert run.__globals__["params"] is None and run.__globals__["extra"]
     np.testing.assert_allclose(out.copy_to_host(stream=stream), 3 * x.astype(np.float64) - 1,
                                rtol=1e-6, atol=1e-6)
+
+
+def test_two_dimensional_grids_computed_from_each_shape_give_numpys_result(stream, rng):
+    """Grids ``((rows + 7) // 8, (cols + 7) // 8)`` of 8 x 8 blocks for shapes that change: each
+    new grid after the first takes the launch bound to the kernel and stream."""
+    for rows, cols in rng.integers(1, 40, size=(6, 2)):
+        m = rng.random((int(rows), int(cols))).astype(np.float32)
+        v = rng.random(int(rows)).astype(np.float32)
+        dm, dv = rs.to_device(m, stream=stream), rs.to_device(v, stream=stream)
+        out = rs.empty(m.shape, np.float32, stream=stream)
+        rows_times_column[((int(rows) + 7) // 8, (int(cols) + 7) // 8), (8, 8), stream](out, dm,
+                                                                                          dv)
+        np.testing.assert_allclose(out.copy_to_host(stream=stream), m * v[:, None], rtol=1e-6)

@@ -339,6 +339,25 @@ def test_a_tuple_configuration_equal_to_a_launched_one_is_still_refused(kernels,
     np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.ones(64, np.float32))
 
 
+@pytest.mark.parametrize("grid, block, error", [
+    ((0, 1), (8, 8), ValueError), ((1, -1), (8, 8), ValueError), ((1, 65536), (8, 8), ValueError),
+    ((1, 1), (32, 64), ValueError), ((1, 1), (0, 8), ValueError), ((1, 1, 1, 1), (8, 8), ValueError),
+    ((1.0, 1), (8, 8), TypeError), (-3, 64, ValueError), (2 ** 31, 64, ValueError)],
+    ids=["grid 0 in a tuple", "negative in a tuple", "grid y past 65535", "block of 2048",
+         "block 0 in a tuple", "grid of 4 dimensions", "float in a grid tuple", "negative grid",
+         "grid past 2**31 - 1"])
+def test_a_new_configuration_after_a_launch_on_that_stream_is_still_checked(kernels, stream,
+                                                                           grid, block, error):
+    """A grid not launched before takes a shorter path once the kernel has run on the stream
+    (the kernel's launch bound to it); that path checks what the first launch's does."""
+    a = rs.to_device(np.zeros(64, np.float32), stream=stream)
+    kernels.add_scalar[1, 64, stream](a, np.float32(1))
+    with pytest.raises(error):
+        kernels.add_scalar[grid, block, stream](a, np.float32(1))
+    kernels.add_scalar[2, 32, stream](a, np.float32(1))  # a new grid after it still runs
+    np.testing.assert_array_equal(a.copy_to_host(stream=stream), np.full(64, 2, np.float32))
+
+
 def test_numpy_integer_priorities_and_devices_are_accepted():
     s = rs.RocmStream(priority=np.int64(-1), device=np.int64(0), non_blocking=np.bool_(True))
     assert (s.priority, s.device, s.non_blocking) == (-1, 0, True)

@@ -279,12 +279,18 @@ def install(backend: Backend) -> None:
                 submit = _submits[self, stream.__rocmstreams_core__]
             except Exception:  # noqa: BLE001 - not a RocmStream, or not launched on before
                 submit = None
-            if submit is not None and type(griddim) is int and type(blockdim) is int and \
-                    0 < griddim <= _MAX_GRID[0] and 0 < blockdim <= _MAX_BLOCK:
+            if submit is not None:
                 # (not kept in _launches: a grid that changes every call would only churn it)
-                launch = KernelLaunch(submit, (griddim, 1, 1, blockdim, 1, 1, 0))
-                launch.stream = stream
-                return launch
+                if type(griddim) is int and type(blockdim) is int and \
+                        0 < griddim <= _MAX_GRID[0] and 0 < blockdim <= _MAX_BLOCK:
+                    launch = KernelLaunch(submit, (griddim, 1, 1, blockdim, 1, 1, 0))
+                    launch.stream = stream
+                    return launch
+                cfg = _plain_config(griddim, blockdim)  # tuples of ints (2-D and 3-D grids)
+                if cfg is not None:
+                    launch = KernelLaunch(submit, cfg)
+                    launch.stream = stream
+                    return launch
         if type(config) is not tuple or not 2 <= len(config) <= 4:
             raise TypeError(f"a launch configuration is kernel[grid, block], "
                             f"kernel[grid, block, stream] or kernel[grid, block, stream, "
@@ -330,6 +336,36 @@ def _keep(dispatcher: Any, griddim: Any, blockdim: Any, core: StreamCore,
                   blockdim.__class__] = bound
     except TypeError:  # an unhashable grid or block (a list)
         pass
+
+
+def _plain_dims(dim: Any, limits: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``dim`` as three dimensions where it is an int or a tuple of 1 to 3 ints within
+    ``limits``; None for anything else (the full check, launch_config, decides then)."""
+    if type(dim) is int:
+        return (dim, 1, 1) if 0 < dim <= limits[0] else None
+    if type(dim) is not tuple:
+        return None
+    if len(dim) == 2:  # the common 2-D case, unrolled
+        x, y = dim
+        if type(x) is int and type(y) is int and 0 < x <= limits[0] and 0 < y <= limits[1]:
+            return (x, y, 1)
+        return None
+    if not 1 <= len(dim) <= 3:
+        return None
+    full = (*dim, 1, 1)[:3]
+    for n, limit in zip(full, limits):
+        if type(n) is not int or not 0 < n <= limit:
+            return None
+    return full
+
+
+def _plain_config(griddim: Any, blockdim: Any) -> tuple[int, ...] | None:
+    """The configuration of a grid and block of plain ints, checked (no shared memory)."""
+    grid = _plain_dims(griddim, _MAX_GRID)
+    block = _plain_dims(blockdim, (_MAX_BLOCK,) * 3)
+    if grid is None or block is None or block[0] * block[1] * block[2] > _MAX_BLOCK:
+        return None
+    return (*grid, *block, 0)
 
 
 def _exact(dim: Any) -> bool:
