@@ -185,6 +185,17 @@ def test_configure_refuses_a_bad_release_threshold():
         rs.configure(pool_release_threshold="big")
 
 
+def _reuse_the_pool(stream):
+    """Take four fresh blocks on ``stream`` and fill them with 7s: a block given back too early
+    is among them, and its reader then sees 7s."""
+    garbage = rs.pinned_empty(N, np.float32)
+    garbage[:] = 7
+    fresh = [rs.empty(N, np.float32, stream=stream) for _ in range(4)]
+    for f in fresh:
+        rs.copy_async(f, garbage, stream=stream)
+    stream.synchronize()
+
+
 def test_an_array_of_another_threads_per_thread_stream_is_not_reused_before_that_stream_passes_it(
         rng):
     """A release runs on whichever thread drains, where the per-thread handle names that
@@ -212,12 +223,7 @@ def test_an_array_of_another_threads_per_thread_stream_is_not_reused_before_that
     threading.Timer(0.5, gate.set).start()
     collect()  # x's release runs here, on this thread
     me = rs.per_thread_default_stream()
-    garbage = rs.pinned_empty(N, np.float32)
-    garbage[:] = 7
-    fresh = [rs.empty(N, np.float32, stream=me) for _ in range(4)]
-    for f in fresh:
-        rs.copy_async(f, garbage, stream=me)
-    me.synchronize()
+    _reuse_the_pool(me)
     done[0].synchronize()
     np.testing.assert_array_equal(out, expected)
 
@@ -267,12 +273,7 @@ def test_an_array_launched_on_by_another_threads_per_thread_stream_is_not_reused
     threading.Timer(0.5, gate.set).start()
     held.clear()
     collect()  # x's release runs here, on the thread whose per-thread stream is its home
-    garbage = rs.pinned_empty(N, np.float32)
-    garbage[:] = 7
-    fresh = [rs.empty(N, np.float32, stream=mine) for _ in range(4)]
-    for f in fresh:
-        rs.copy_async(f, garbage, stream=mine)
-    mine.synchronize()
+    _reuse_the_pool(mine)
     done[0].synchronize()
     np.testing.assert_array_equal(out.copy_to_host(stream=mine), 2 * expected)
 
