@@ -115,6 +115,14 @@ def _refuse_closed(core: StreamCore) -> None:
     core.leave()
 
 
+def _may_queue(stream: Any, what: str) -> None:
+    """Before a numba call is queued on the cpu backend's RocmStream ``stream``: refused inside
+    a host callback, and on a closed stream (see :func:`_refuse_closed`)."""
+    if running:
+        refuse(what)
+    _refuse_closed(stream.__rocmstreams_core__)
+
+
 def _install_context_guard(name: str, driver: Any) -> None:
     """Refuse every Numba call that enters a GPU context (its ``require_context`` calls:
     copies, arrays, events, launches) from inside a host callback, before Numba's first driver
@@ -206,9 +214,7 @@ def _install_simulator(module: Any) -> None:
     def queued_to_device(ary: Any, stream: Any = 0, copy: bool = True, to: Any = None) -> Any:
         if _core_of(stream) is None:
             return to_device(ary, stream=stream, copy=copy, to=to)
-        if running:
-            refuse("numba.cuda.to_device() on a RocmStream")
-        _refuse_closed(stream.__rocmstreams_core__)
+        _may_queue(stream, "numba.cuda.to_device() on a RocmStream")
         host = np.array(ary, copy=True, subok=True)  # read now, as from pageable memory
         if to is not None:
             stream.launch_host_func(copy_to_device, to, host)
@@ -230,9 +236,7 @@ def _install_simulator(module: Any) -> None:
         stream, _ = _own_stream(self, stream)  # (it returns once the data is there, always)
         if _core_of(stream) is None:
             return copy_to_host(self, ary, stream=stream)
-        if running:
-            refuse("numba.cuda's copy_to_host() on a RocmStream")
-        _refuse_closed(stream.__rocmstreams_core__)
+        _may_queue(stream, "numba.cuda's copy_to_host() on a RocmStream")
         out = np.empty(self.shape, self.dtype) if ary is None else ary
         stream.launch_host_func(copy_to_host, self, out)
         _wait_through(stream)
@@ -243,9 +247,7 @@ def _install_simulator(module: Any) -> None:
         stream, synchronous = _own_stream(self, stream)
         if _core_of(stream) is None:
             return copy_to_device(self, ary, stream=stream)
-        if running:
-            refuse("numba.cuda's copy_to_device() on a RocmStream")
-        _refuse_closed(stream.__rocmstreams_core__)
+        _may_queue(stream, "numba.cuda's copy_to_device() on a RocmStream")
         host = ary if isinstance(ary, fake) else np.array(ary, copy=True, subok=True)
         stream.launch_host_func(copy_to_device, self, host)
         if synchronous:
@@ -259,9 +261,7 @@ def _install_simulator(module: Any) -> None:
         if _core_of(stream) is None:
             simulated_setitem(self, key, value)
             return
-        if running:
-            refuse("numba.cuda's setitem() on a RocmStream")
-        _refuse_closed(stream.__rocmstreams_core__)
+        _may_queue(stream, "numba.cuda's setitem() on a RocmStream")
         if isinstance(value, fake):
             source: Any = value
         else:
@@ -311,8 +311,7 @@ def _install_simulator(module: Any) -> None:
                 seq = np.array(seq, copy=True)  # a host input is read at the call, as numba does
             if _core_of(stream) is None:
                 return reduce(seq, res=res, init=init)
-            if running:
-                refuse("numba.cuda's Reduce on a RocmStream")
+            _may_queue(stream, "numba.cuda's Reduce on a RocmStream")
             result: list[Any] = []
 
             def run() -> None:
