@@ -279,18 +279,12 @@ def install(backend: Backend) -> None:
                 submit = _submits[self, stream.__rocmstreams_core__]
             except Exception:  # noqa: BLE001 - not a RocmStream, or not launched on before
                 submit = None
-            if submit is not None:
-                # (not kept in _launches: a grid that changes every call would only churn it)
-                if type(griddim) is int and type(blockdim) is int and \
-                        0 < griddim <= _MAX_GRID[0] and 0 < blockdim <= _MAX_BLOCK:
-                    launch = KernelLaunch(submit, (griddim, 1, 1, blockdim, 1, 1, 0))
-                    launch.stream = stream
-                    return launch
-                cfg = _plain_config(griddim, blockdim)  # tuples of ints (2-D and 3-D grids)
-                if cfg is not None:
-                    launch = KernelLaunch(submit, cfg)
-                    launch.stream = stream
-                    return launch
+            # (not kept in _launches: a grid that changes every call would only churn it)
+            cfg = None if submit is None else _plain_config(griddim, blockdim)
+            if submit is not None and cfg is not None:
+                launch = KernelLaunch(submit, cfg)
+                launch.stream = stream
+                return launch
         if type(config) is not tuple or not 2 <= len(config) <= 4:
             raise TypeError(f"a launch configuration is kernel[grid, block], "
                             f"kernel[grid, block, stream] or kernel[grid, block, stream, "
@@ -360,7 +354,12 @@ def _plain_dims(dim: Any, limits: tuple[int, ...]) -> tuple[int, int, int] | Non
 
 
 def _plain_config(griddim: Any, blockdim: Any) -> tuple[int, ...] | None:
-    """The configuration of a grid and block of plain ints, checked (no shared memory)."""
+    """The configuration of a grid and block of plain ints, checked (no shared memory); None
+    for anything else."""
+    if type(griddim) is int and type(blockdim) is int:  # the common 1-D case, first
+        if 0 < griddim <= _MAX_GRID[0] and 0 < blockdim <= _MAX_BLOCK:
+            return (griddim, 1, 1, blockdim, 1, 1, 0)
+        return None
     grid = _plain_dims(griddim, _MAX_GRID)
     block = _plain_dims(blockdim, (_MAX_BLOCK,) * 3)
     if grid is None or block is None or block[0] * block[1] * block[2] > _MAX_BLOCK:

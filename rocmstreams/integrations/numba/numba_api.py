@@ -305,7 +305,7 @@ def _install_simulator(module: Any) -> None:
             if res is not None and not isinstance(res, fake):
                 raise TypeError(f"Reduce's res is a device array of at least one element "
                                 f"(cuda.device_array(1, dtype)), got {type(res).__name__}")
-            stream, synchronous = (stream, False) if stream else (default_stream(), True)
+            stream, synchronous = _own_stream(None, stream)  # numba's Reduce binds no array
             seq = arr if size is None else arr[:size]
             if not isinstance(seq, fake):
                 seq = np.array(seq, copy=True)  # a host input is read at the call, as numba does
