@@ -165,7 +165,7 @@ if [ -n "${COMPARE:-}" ]; then
 fi
 # BENCH=1: the benchmarks too (benchmarks/README.md), tables on stdout, JSON in $OUT;
 # BENCHES picks some of them (default "overhead staged pipeline"; also alloc_mixed and
-# overhead_hip, overhead.py on the hip backend).
+# overhead_hip, overhead.py on the hip backend; ALLOC_OPS, ALLOC_ARGS: alloc_mixed.py options).
 if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
   export ROCMSTREAMS_BACKEND=cuda
   for b in ${BENCHES:-overhead staged pipeline}; do
@@ -185,7 +185,7 @@ if [ "${BENCH:-0}" = 1 ] || [ "${BENCH_ONLY:-0}" = 1 ]; then
         echo "exit $?"; tail -n 30 "$out/staged_copies.txt" ;;
       alloc_mixed)
         echo "=== benchmarks/alloc_mixed.py ==="
-        timeout ${ALLOC_TIMEOUT:-400} python3 benchmarks/alloc_mixed.py --ops ${ALLOC_OPS:-1000000} --json "$out/alloc_mixed.json" > "$out/alloc_mixed.txt" 2>/dev/null
+        timeout ${ALLOC_TIMEOUT:-400} python3 benchmarks/alloc_mixed.py --ops ${ALLOC_OPS:-1000000} ${ALLOC_ARGS:-} --json "$out/alloc_mixed.json" > "$out/alloc_mixed.txt" 2>/dev/null
         echo "exit $?"; tail -n 30 "$out/alloc_mixed.txt" ;;
       pipeline)
         echo "=== benchmarks/pipeline.py ==="
