@@ -306,7 +306,9 @@ def test_an_array_of_another_threads_per_thread_stream_is_dropped_without_waitin
     collect()  # the release runs here, on this thread
     assert not other.query(), "dropping the array waited for the latched stream"
     time.sleep(0.05)
-    assert rs.memory_stats()["in_use_bytes"] == in_use, "freed before the device passed its use"
+    # Other small blocks (a latch's flag, an earlier test's late frees) may come and go; x's
+    # 16 KiB must not.
+    assert rs.memory_stats()["in_use_bytes"] > in_use - 4 * N, "freed before the device passed its use"
     gate.release()
     other.synchronize()
     assert gate.released, f"latch timed out after {gate.polls} polls"
