@@ -10,7 +10,8 @@
 # out, NATIVE_OFF=1 runs the cuda suite once more with them turned off (ROCMSTREAMS_NATIVE_CALLS=0).
 # BENCH=1 adds the benchmarks; BENCH_ONLY=1 runs only them (after the pytest args, if any, on cuda).
 # STRESS, SANITIZE (SANITIZERS picks tools), PROBE, NOTEBOOKS, COMPARE (with ROUNDS): see each
-# step below (SANITIZE_ARGS: extra pytest args there). SUITES=0 leaves the two suites out.
+# step below (SANITIZE_ARGS: extra pytest args there). SUITES=0 leaves the two suites out
+# (EXTRA_TESTS="paths" then runs those test files alone on cuda and hip).
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -78,6 +79,13 @@ for be in cuda hip cpu; do
 done 2>&1 | tee "$out/demos.txt"
 if [ "${SUITES:-1}" = 0 ]; then  # SUITES=0: no suites (the model-based run and extras only)
   echo "=== suites left out (SUITES=0) ==="
+  if [ -n "${EXTRA_TESTS:-}" ]; then  # EXTRA_TESTS="paths...": those alone, on cuda and hip
+    for be in cuda hip; do
+      echo "=== $EXTRA_TESTS on $be ==="
+      env $([ $be = hip ] && echo "${hipenv[@]}") ROCMSTREAMS_BACKEND=$be timeout 200 python3 -m \
+        pytest -q -p no:cacheprovider -o timeout=90 -rfE --tb=short $EXTRA_TESTS 2>&1 | tail -n 15
+    done
+  fi
 elif [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names its file
   echo "=== suite on cuda, file by file ==="
   for f in tests/test_*.py; do
