@@ -19,6 +19,7 @@ operation shows when it ran).
 
 Environment:
 
+- ``ROCMSTREAMS_MODEL_REPRODUCE=version:blob`` runs the one sequence a failure printed;
 - ``ROCMSTREAMS_MODEL_EXAMPLES`` (default 25) and ``ROCMSTREAMS_MODEL_STEPS`` (default 30):
   hypothesis examples and steps per example. The defaults keep the cpu backend in CI fast; the
   GPU runs set more.
@@ -42,6 +43,7 @@ import sys
 import threading
 import time
 import weakref
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -239,6 +241,7 @@ class Hold:
     gate: Any
     node: int
     released: bool = False
+    at: float = dataclasses.field(default_factory=time.monotonic)  # when it was queued
 
 
 def _step(fn: Callable[..., None]) -> Callable[..., None]:
@@ -246,11 +249,14 @@ def _step(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def run(self: "StreamsMachine", **kwargs: Any) -> None:
         self.steps.append(f"{fn.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+        start = time.monotonic()
         try:
             fn(self, **kwargs)
         except BaseException:
             self._broken = True
             raise
+        finally:
+            self.step_times.append((start, time.monotonic() - start))
     return run
 
 
@@ -279,6 +285,7 @@ class StreamsMachine(RuleBasedStateMachine):
         self.racing: list[tuple[list[int], list[int], str]] = []  # FULL: (queued, ran, what)
         self._names = itertools.count()
         self.steps: list[str] = []  # the rules run so far (a Hang stops hypothesis's report)
+        self.step_times: list[tuple[float, float]] = []  # (start, seconds) of each rule run
         self._broken = self._hung = self._disposed = False
         self._checked_at = 0  # model size at the last check point
         for kind in (NON_BLOCKING, NON_BLOCKING, BLOCKING, LEGACY, PER_THREAD):
@@ -950,8 +957,16 @@ class StreamsMachine(RuleBasedStateMachine):
             if not hold.gate.released:
                 raise self._violation(f"a latch ({self.model.nodes[hold.node]}) timed out "
                                       "instead of being released: the sequence held it too "
-                                      "long for its checks to mean anything")
+                                      "long for its checks to mean anything; the steps since "
+                                      "it was queued took:\n  " + self._times_since(hold.at))
         self.model.done = self.model.all_nodes()
+
+    def _times_since(self, at: float) -> str:
+        """The rules run since ``at`` (a latch's queueing), each with the seconds it took: where
+        a sequence spent a latch's time (a host call that waited for the device shows here)."""
+        rows = [f"{step}: {took:.3f} s" for step, (start, took) in
+                zip(self.steps, self.step_times) if start + took >= at]
+        return "\n  ".join(rows) or "(none)"
 
     def _verify(self, why: str) -> None:
         obs = self.rec.observe(counter=True)
@@ -1031,7 +1046,13 @@ class StreamsMachine(RuleBasedStateMachine):
 # tests -------------------------------------------------------------------------------------------
 def test_random_stream_work_runs_in_an_order_the_reference_model_allows(kernels):
     _refuse_if_poisoned()
-    run_state_machine_as_test(StreamsMachine, settings=MODEL_SETTINGS)
+    machine: Any = StreamsMachine
+    blob = os.environ.get("ROCMSTREAMS_MODEL_REPRODUCE")  # "version:blob" from a failure's report
+    if blob:  # run that one sequence again (hypothesis copies the mark from the factory)
+        from hypothesis import reproduce_failure
+        version, _, data = blob.partition(":")
+        machine = reproduce_failure(version, data.encode())(lambda: StreamsMachine())
+    run_state_machine_as_test(machine, settings=MODEL_SETTINGS)
 
 
 def _fixed_wait_sequence(m: StreamsMachine) -> None:
