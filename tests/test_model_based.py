@@ -351,15 +351,18 @@ class StreamsMachine(RuleBasedStateMachine):
                 released += 1
         return released
 
-    def _release_for(self, node: int | None) -> None:
+    def _release_for(self, node: int | None, also: list[int] = []) -> None:  # noqa: B006
         """Before a host wait on ``node``: on cpu release every latch (kernels of all streams
         share the simulator's one engine there, so a held latch stalls every stamp); on a GPU
-        release only the latches ``node`` waits for, so the wait also shows it waits for no
+        release only the latches ``node`` waits for (and those of ``also``: work the wait may
+        wait for besides, see Model.query_also), so the wait also shows it waits for no
         other."""
         if self.cpu:
             self._release_all()
             return
         mask = self.model.closure(node)
+        for other in also:
+            mask |= self.model.closure(other)
         if any(not hold.released and mask >> hold.node & 1 for hold in self.holds):
             self._run_ahead()
         for hold in self.holds:
@@ -420,7 +423,10 @@ class StreamsMachine(RuleBasedStateMachine):
         if s.kind == PER_THREAD:  # _synchronize records a marker on it: the model learns it
             self.model.add(s.label, MARK, "record (marker before its synchronize)")
         last = self.model.last(s.label)
-        self._release_for(last)
+        # the GPU runtimes' legacy default stream may wait for blocking streams' later work too
+        # (seen on the H200 through HIP-on-CUDA: its synchronize waited out a latch held on the
+        # per-thread default stream after its own last work), as its query may answer for it
+        self._release_for(last, [] if self.cpu else self.model.query_also(s.label))
         try:
             self._synchronize(s, what)
         except rs.CallbackError as exc:
