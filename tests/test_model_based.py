@@ -463,6 +463,7 @@ class StreamsMachine(RuleBasedStateMachine):
         if answer is not True and answer is not False:
             raise self._violation(f"{what} returned {answer!r}, not a bool")
         if answer and self.model.must_be_busy(node):
+            self._refuse_timed_out_latches(self.model.closure(node))
             raise self._violation(f"{what} is True, but the work waits for a latch still held")
         if not answer and all(self.model.known_done(n) for n in [node, *also]):
             raise self._violation(f"{what} is False, but all its work was seen to finish")
@@ -966,6 +967,16 @@ class StreamsMachine(RuleBasedStateMachine):
                                       "long for its checks to mean anything; the steps since "
                                       "it was queued took:\n  " + self._times_since(hold.at))
         self.model.done = self.model.all_nodes()
+
+    def _refuse_timed_out_latches(self, mask: int) -> None:
+        """A held latch of ``mask`` that ended by its poll bound (the work behind it ran, so a
+        check that it is busy means nothing): name it and where the sequence spent its time."""
+        for hold in self.holds:
+            if not hold.released and mask >> hold.node & 1 and hold.gate.timed_out:
+                raise self._violation(f"a latch ({self.model.nodes[hold.node]}) timed out while "
+                                      "held: the sequence held it too long for its checks to "
+                                      "mean anything; the steps since it was queued took:\n  " +
+                                      self._times_since(hold.at))
 
     def _times_since(self, at: float) -> str:
         """The rules run since ``at`` (a latch's queueing), each with the seconds it took: where
