@@ -6,7 +6,6 @@ size) before anything is queued.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import threading
@@ -747,11 +746,20 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     ordinal = check_device(device)
     lifetime.drain()
     block = _Block(pinned.take(nbytes, ordinal), nbytes, ordinal)
-    raw = (ctypes.c_byte * max(nbytes, 1)).from_address(block.ptr)
-    raw._rocmstreams_block = block  # type: ignore[attr-defined]  # raw keeps it alive
-    # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
-    return np.frombuffer(raw, np.uint8,  # type: ignore[call-overload]
-                         count=nbytes).view(dtype).reshape(shape)
+    return np.asarray(_PinnedBuffer(block, nbytes)).view(dtype).reshape(shape)
+
+
+class _PinnedBuffer:
+    """The base of a :func:`pinned_empty` array: it exports the block's bytes to numpy (the
+    array interface, not a ctypes array: ctypes makes a new array type per length, about 6 us)
+    and keeps the block's lease alive while any array views them."""
+
+    __slots__ = ("__array_interface__", "_rocmstreams_block")
+
+    def __init__(self, block: _Block, nbytes: int) -> None:
+        self.__array_interface__ = {"data": (block.ptr, False), "shape": (nbytes,),
+                                    "typestr": "|u1", "version": 3}
+        self._rocmstreams_block = block
 
 
 def _pinned_block(ary: np.ndarray) -> _Block | None:
