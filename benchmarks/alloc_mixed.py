@@ -19,8 +19,13 @@ in use return to where they were once the schedule's arrays are gone (``flat``),
 much the pool / the pinned cache grew. Peers are imported only where present; on the cpu
 backend only rocmstreams runs (its figures check the code, their µs mean little).
 
+A last rocmstreams row runs the schedule once more over ``--streams`` streams (allocation ``i`` on
+stream ``i % streams``) with ``pool_release_threshold`` set to ``--threshold-mib``: in use back
+to the start (``flat``), and after the synchronize no more reserved than the threshold beyond
+what is in use (``<= threshold``); its peak reserved bytes are reported beside.
+
 Usage: ``python benchmarks/alloc_mixed.py [--ops 1000000] [--rounds 3] [--alive 16]
-[--json PATH] [--smoke]``.
+[--streams 4] [--threshold-mib 64] [--json PATH] [--smoke]``.
 """
 from __future__ import annotations
 
@@ -126,6 +131,48 @@ def _torch(kind: str) -> tuple[Callable[[int], Any], Callable[[], None]] | str:
     return alloc_pinned, lambda: None
 
 
+def several_streams(sizes: list[int], slots: list[int], alive: int, streams: int,
+                    threshold: int) -> dict[str, Any]:
+    """rocmstreams alone, the same schedule with allocation ``i`` on stream ``i % streams``
+    (arrays kept alive are dropped from whichever stream's turn it is) under
+    ``rs.configure(pool_release_threshold=threshold)``: the bytes in use must come back to where
+    they were (``flat``), and once the streams are synchronized the pool must hold no more than
+    the threshold beyond what is still in use (``bounded``: the runtime's pool gives the rest
+    back at the synchronize)."""
+    import gc
+
+    import rocmstreams as rs
+    label = f"rocmstreams ({streams} streams, threshold {threshold >> 20} MiB)"
+    with rs.configure(pool_release_threshold=threshold):
+        ss = [rs.RocmStream(non_blocking=True) for _ in range(streams)]
+        turn = [0]
+
+        def alloc(n: int) -> Any:
+            i = turn[0] = (turn[0] + 1) % streams
+            return rs.empty(n, np.uint8, stream=ss[i])
+
+        def finish() -> None:
+            for s in ss:
+                s.synchronize()
+
+        def stats() -> dict:
+            gc.collect()
+            rs.default_stream().synchronize()  # drains the release queue: frees are queued
+            finish()  # the streams run the frees; the pool trims at these synchronizes
+            return rs.memory_stats()
+        before = stats()
+        seconds = run_schedule(alloc, sizes, slots, alive, finish)
+        after = stats()
+        for s in ss:
+            s.close()
+    return {"library": label, "kind": "device", "ops": len(sizes),
+            "us_per_op": seconds / len(sizes) * 1e6,
+            "flat": after["in_use_bytes"] == before["in_use_bytes"],
+            "cache_growth_mib": (after["reserved_bytes"] - before["reserved_bytes"]) / (1 << 20),
+            "reserved_peak_mib": after["reserved_peak_bytes"] / (1 << 20),
+            "bounded": after["reserved_bytes"] <= threshold + after["in_use_bytes"]}
+
+
 def measure(kind: str, sizes: list[int], slots: list[int], alive: int, rounds: int,
             peers: bool) -> list[dict[str, Any]]:
     """The rows of one kind (``device`` or ``pinned``): rocmstreams first, then each peer."""
@@ -187,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 smoke")
     parser.add_argument("--alive", type=int, default=16, help="slots of arrays kept alive")
     parser.add_argument("--kinds", default="device,pinned", help="device, pinned or both")
+    parser.add_argument("--streams", type=int, default=4,
+                        help="streams of the rocmstreams row with a release threshold")
+    parser.add_argument("--threshold-mib", type=int, default=64,
+                        help="that row's pool_release_threshold, MiB")
     parser.add_argument("--json", default=None, help="write the report here")
     parser.add_argument("--smoke", action="store_true", help="small sizes")
     args = parser.parse_args(argv)
@@ -199,15 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.kinds.split(","):
         rows += measure(kind, size_list, slot_list, args.alive, rounds,
                         peers=env["backend"] != "cpu")
+        if kind == "device":
+            rows.append(several_streams(size_list, slot_list, args.alive, args.streams,
+                                        args.threshold_mib << 20))
     ok = all("error" not in r for r in rows) and all(
-        r["flat"] for r in rows if r["library"] == "rocmstreams")
+        r["flat"] and r.get("bounded", True) for r in rows
+        if r["library"].startswith("rocmstreams"))
     title = (f"mixed alloc+free, {ops} ops of 256 B..16 MiB ({int(np.median(sizes))} B median), "
              f"{args.alive} kept alive, best of {rounds} ({env['backend']}); ratio = "
              "rocmstreams / peer")
     _common.print_table(title, [("library", "library", ""), ("kind", "kind", ""),
                                 ("us_per_op", "us/op", ".2f"), ("ratio", "ratio", ".2f"),
                                 ("flat", "flat", ""),
-                                ("cache_growth_mib", "cache grew MiB", ".1f")], rows)
+                                ("cache_growth_mib", "cache grew MiB", ".1f"),
+                                ("bounded", "<= threshold", ""),
+                                ("reserved_peak_mib", "reserved peak MiB", ".1f")], rows)
     if args.json:
         _common.write_json(args.json, {
             "benchmark": "alloc_mixed", "environment": env, "ops": ops, "rounds": rounds,

@@ -5,6 +5,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Generator
 
 from .backends import active
+from .core import config as configuration
 from .core import lifetime
 from .core.callbacks import refuse, running
 from .core.device import check_device, using_device
@@ -154,6 +155,8 @@ class Event:
         finally:
             self._handle.leave()
         lifetime.drain()
+        if configuration.release_threshold is not None:
+            configuration.trim_pool(self._device)
 
     def __await__(self) -> Generator[Any, None, None]:
         """``await event``: wait for the work before the last record without blocking the

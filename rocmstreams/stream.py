@@ -10,6 +10,7 @@ from typing import Any, Callable, Generator, Iterator
 import numpy as np
 
 from .backends import LEGACY_STREAM, PER_THREAD_STREAM, Backend, active
+from .core import config as configuration
 from .core import lifetime
 from .core.callbacks import refuse, running
 from .core.device import check_device, checked_priority_range, using_device
@@ -299,6 +300,8 @@ class RocmStream:
         """
         core = self.__rocmstreams_core__
         core.door.synchronize(core, timeout)
+        if configuration.release_threshold is not None:  # see Config.pool_release_threshold
+            configuration.trim_pool(core.device)
 
     def record(self, event: Event | None = None, *, timing: bool = False) -> Event:
         """Record an event after the work queued so far; returns it.

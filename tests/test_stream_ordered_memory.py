@@ -178,6 +178,38 @@ def test_to_device_refuses_a_closed_stream_before_allocating(rng):
     assert rs.memory_stats()["allocations"] == before
 
 
+@pytest.mark.parametrize("wait", ["stream", "event"])
+def test_a_synchronize_gives_back_pool_memory_above_the_release_threshold(make_stream, wait):
+    """The runtimes' pools trim to the threshold inside their synchronize calls; rocmstreams
+    skips the runtime's synchronize of an idle stream, so its own synchronize trims. Without a
+    threshold the freed memory stays cached (what makes this test able to fail)."""
+    s = make_stream(non_blocking=True)
+    rs.empty_cache()
+    keep = 8 << 20
+
+    def churn() -> None:
+        arrays = [rs.empty(1 << 20, np.uint8, stream=s) for _ in range(48)]
+        del arrays
+        collect()
+        s.synchronize()  # the frees are queued, then run: the memory is cached, unused
+
+    churn()
+    cached = rs.memory_stats()
+    assert cached["reserved_bytes"] >= cached["in_use_bytes"] + (40 << 20), \
+        "no threshold set, yet the freed memory was not kept cached"
+    with rs.configure(pool_release_threshold=keep):
+        churn()
+        if wait == "event":
+            s.record().synchronize()
+        else:
+            s.synchronize()
+        stats = rs.memory_stats()
+        assert stats["reserved_bytes"] <= keep + stats["in_use_bytes"], stats
+        x = rs.to_device(np.arange(1 << 18, dtype=np.float32), stream=s)  # still usable
+        np.testing.assert_array_equal(x.copy_to_host(stream=s),
+                                      np.arange(1 << 18, dtype=np.float32))
+
+
 def test_configure_refuses_a_bad_release_threshold():
     with pytest.raises(ValueError, match="pool_release_threshold"):
         rs.configure(pool_release_threshold=-1)

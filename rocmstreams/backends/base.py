@@ -173,8 +173,9 @@ class Backend(Protocol):
         """A non-blocking stream of the backend's own on ``device``, for memory allocated
         without a stream: it only allocates, waits and frees. Lives for the process; not
         counted by :meth:`live_handles`."""
-    def pool_trim(self, device: int) -> None:
-        """Give the memory the pool of ``device`` caches, unused, back to the system."""
+    def pool_trim(self, device: int, keep: int = 0) -> None:
+        """Give the memory the pool of ``device`` caches, unused, back to the system, until
+        it holds no more than ``keep`` bytes (or only memory in use)."""
     def pool_usage(self, device: int) -> dict[str, int]:
         """``reserved_bytes`` and ``reserved_peak_bytes``: memory the pool of ``device`` holds
         from the system (in use and cached), now and at most."""

@@ -661,15 +661,12 @@ class CpuBackend:
             ordered.setdefault(key, []).append(buf)
             self._submit(stream, give_back)
 
-    def pool_trim(self, device: int) -> None:
+    def pool_trim(self, device: int, keep: int = 0) -> None:
         with self._lock:
             usage = self._pool_bytes.setdefault(device, [0, 0])
             for (owner, size), bufs in list(self._cached.items()):
-                while owner == device and bufs:
-                    try:
-                        bufs.pop()
-                    except IndexError:
-                        break
+                while owner == device and bufs and usage[0] > keep:
+                    bufs.pop()
                     usage[0] -= size
 
     def pool_usage(self, device: int) -> dict[str, int]:

@@ -44,9 +44,10 @@ class Config:
         Stage device-to-host copies into pageable memory too (default False; see
         benchmarks/README.md).
     pool_release_threshold : int or None
-        Bytes of freed device memory each device's pool keeps cached when the runtime trims it
-        (at a synchronize); None keeps all of it (the default), 0 returns everything the device
-        has finished with. ``rocmstreams.empty_cache()`` returns the cache at once.
+        Bytes of freed device memory each device's pool keeps cached: each ``synchronize()``
+        of a stream or an event gives the unused memory of its device's pool above it back;
+        None keeps all of it (the default), 0 returns everything the device has finished with.
+        ``rocmstreams.empty_cache()`` returns the cache at once.
     cpu_devices : int or None
         How many devices the cpu backend simulates (each with its own default streams, memory
         pool and current-device rules), so that multi-device code runs, and is checked, without
@@ -167,9 +168,23 @@ def configure(**changes: Any) -> _Restore:
     return _Restore(previous)
 
 
+#: ``pool_release_threshold`` of the current configuration, read by the synchronize doors.
+release_threshold: int | None = None
+
+
+def trim_pool(device: int) -> None:
+    """After a synchronize, with a release threshold set: give the memory of ``device``'s pool
+    above it back, as the runtimes' pools do inside their own synchronize calls (which
+    rocmstreams leaves out for a stream already idle)."""
+    threshold = release_threshold
+    if threshold is not None:
+        backends.active().pool_trim(device, threshold)
+
+
 def _apply(new: Config) -> None:
-    global _current
+    global _current, release_threshold
     _current = new
+    release_threshold = new.pool_release_threshold
     chosen = backends.selected()
     if chosen is not None:
         _push(chosen)
