@@ -152,6 +152,8 @@ class Event:
             if not be.event_query(event):
                 wait_blocking(lambda: be.event_query(event), lambda: be.event_synchronize(event),
                               timeout, "Event.synchronize()", self._handle)
+            if configuration.release_threshold is not None:  # Config.pool_release_threshold
+                be.event_synchronize(event)  # passed: the runtime sees the frees before it
         finally:
             self._handle.leave()
         lifetime.drain()

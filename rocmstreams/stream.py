@@ -301,6 +301,7 @@ class RocmStream:
         core = self.__rocmstreams_core__
         core.door.synchronize(core, timeout)
         if configuration.release_threshold is not None:  # see Config.pool_release_threshold
+            core.calls.synchronize()  # idle now: the runtime sees the frees before it passed
             configuration.trim_pool(core.device)
 
     def record(self, event: Event | None = None, *, timing: bool = False) -> Event:

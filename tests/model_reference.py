@@ -196,15 +196,17 @@ class Model:
         """True when ``node`` waits (transitively) for a latch that is still held."""
         return bool(self.closure(node) & self.held)
 
-    def query_also(self, label: str) -> list[int]:
+    def query_also(self, label: str, closed: bool = False) -> list[int]:
         """What a query of stream ``label`` may wait for besides its own work. On the legacy
         default stream: the latest work of every open blocking stream, since CUDA answers there
         as for an operation queued now, which waits for that work (seen on an H200: the legacy
-        stream's query False after its own work finished, a blocking stream still busy)."""
+        stream's query False after its own work finished, a blocking stream still busy).
+        ``closed``: the closed blocking streams' too (their queued work still runs, and a
+        synchronize of the legacy stream may wait for it)."""
         if self.streams[label].kind != LEGACY:
             return []
         return [o.last for o in self.streams.values()
-                if o.open and o.kind in BLOCKING_KINDS and o.last is not None]
+                if (o.open or closed) and o.kind in BLOCKING_KINDS and o.last is not None]
 
     def known_done(self, node: int | None) -> bool:
         return node is None or bool(self.done >> node & 1)

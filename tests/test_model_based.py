@@ -426,7 +426,7 @@ class StreamsMachine(RuleBasedStateMachine):
         # the GPU runtimes' legacy default stream may wait for blocking streams' later work too
         # (seen on the H200 through HIP-on-CUDA: its synchronize waited out a latch held on the
         # per-thread default stream after its own last work), as its query may answer for it
-        self._release_for(last, [] if self.cpu else self.model.query_also(s.label))
+        self._release_for(last, [] if self.cpu else self.model.query_also(s.label, closed=True))
         try:
             self._synchronize(s, what)
         except rs.CallbackError as exc:

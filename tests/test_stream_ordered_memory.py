@@ -182,29 +182,30 @@ def test_to_device_refuses_a_closed_stream_before_allocating(rng):
 def test_a_synchronize_gives_back_pool_memory_above_the_release_threshold(make_stream, wait):
     """The runtimes' pools trim to the threshold inside their synchronize calls; rocmstreams
     skips the runtime's synchronize of an idle stream, so its own synchronize trims. Without a
-    threshold the freed memory stays cached (what makes this test able to fail)."""
+    threshold the freed memory stays cached (what makes this test able to fail). The bound
+    allows 16 MiB for the pools' granularity (a chunk a small live block sits in stays)."""
     s = make_stream(non_blocking=True)
     rs.empty_cache()
-    keep = 8 << 20
+    keep, slack = 8 << 20, 16 << 20
 
-    def churn() -> None:
+    def churn() -> None:  # 48 MiB allocated and dropped; the frees queued on s
         arrays = [rs.empty(1 << 20, np.uint8, stream=s) for _ in range(48)]
         del arrays
         collect()
-        s.synchronize()  # the frees are queued, then run: the memory is cached, unused
 
     churn()
+    s.synchronize()  # the frees run: the memory is cached, unused
     cached = rs.memory_stats()
     assert cached["reserved_bytes"] >= cached["in_use_bytes"] + (40 << 20), \
         "no threshold set, yet the freed memory was not kept cached"
     with rs.configure(pool_release_threshold=keep):
-        churn()
+        churn()  # reuses the cache; the one wait below is the first with the threshold set
         if wait == "event":
             s.record().synchronize()
         else:
             s.synchronize()
         stats = rs.memory_stats()
-        assert stats["reserved_bytes"] <= keep + stats["in_use_bytes"], stats
+        assert stats["reserved_bytes"] <= keep + slack + stats["in_use_bytes"], stats
         x = rs.to_device(np.arange(1 << 18, dtype=np.float32), stream=s)  # still usable
         np.testing.assert_array_equal(x.copy_to_host(stream=s),
                                       np.arange(1 << 18, dtype=np.float32))

@@ -173,9 +173,13 @@ class Backend(Protocol):
         """A non-blocking stream of the backend's own on ``device``, for memory allocated
         without a stream: it only allocates, waits and frees. Lives for the process; not
         counted by :meth:`live_handles`."""
-    def pool_trim(self, device: int, keep: int = 0) -> None:
-        """Give the memory the pool of ``device`` caches, unused, back to the system, until
-        it holds no more than ``keep`` bytes (or only memory in use)."""
+    def pool_trim(self, device: int) -> None:
+        """Give the memory the pool of ``device`` caches, unused, back to the system."""
+    def pool_trim_to(self, device: int, keep: int) -> None:
+        """Give unused memory of ``device``'s pool back until it reserves no more than ``keep``
+        bytes (in use included), where that waits for no work: a runtime pool, the cpu pool.
+        The backend's own cache (a device without pools) keeps its blocks, whose free waits for
+        the device, until :meth:`pool_trim`."""
     def pool_usage(self, device: int) -> dict[str, int]:
         """``reserved_bytes`` and ``reserved_peak_bytes``: memory the pool of ``device`` holds
         from the system (in use and cached), now and at most."""

@@ -661,7 +661,10 @@ class CpuBackend:
             ordered.setdefault(key, []).append(buf)
             self._submit(stream, give_back)
 
-    def pool_trim(self, device: int, keep: int = 0) -> None:
+    def pool_trim(self, device: int) -> None:
+        self.pool_trim_to(device, 0)
+
+    def pool_trim_to(self, device: int, keep: int) -> None:
         with self._lock:
             usage = self._pool_bytes.setdefault(device, [0, 0])
             for (owner, size), bufs in list(self._cached.items()):

@@ -634,22 +634,26 @@ class RuntimeBackend:
         self._cache.setdefault((device, stream, size), []).append(ptr)
         self._cache_bytes.setdefault(device, [0, 0, 0])[2] += size
 
-    def pool_trim(self, device: int, keep: int = 0) -> None:
+    def pool_trim(self, device: int) -> None:
         pool = self._pools.get(device)
         if pool is not None:
-            self._check(self._call("MemPoolTrimTo", pool, keep), RocmStreamsError,
+            self._check(self._call("MemPoolTrimTo", pool, 0), RocmStreamsError,
                         f"could not trim the memory pool of device {device}")
             return
         usage = self._cache_bytes.setdefault(device, [0, 0, 0])
         for key in [k for k in list(self._cache) if k[0] == device]:
-            cached = self._cache.get(key, [])
-            while cached and usage[0] > keep:
-                ptr = cached.pop()
+            for ptr in self._cache.pop(key, []):
                 self._live["allocations"].add(ptr)
                 self.free(ptr)
                 size = self._sizes.pop(ptr)
                 usage[0] -= size
                 usage[2] -= size
+
+    def pool_trim_to(self, device: int, keep: int) -> None:
+        pool = self._pools.get(device)
+        if pool is not None:  # the own cache's free waits for the device: pool_trim only
+            self._check(self._call("MemPoolTrimTo", pool, keep), RocmStreamsError,
+                        f"could not trim the memory pool of device {device}")
 
     def pool_usage(self, device: int) -> dict[str, int]:
         pool = self._pool(device)

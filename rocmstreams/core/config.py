@@ -44,10 +44,12 @@ class Config:
         Stage device-to-host copies into pageable memory too (default False; see
         benchmarks/README.md).
     pool_release_threshold : int or None
-        Bytes of freed device memory each device's pool keeps cached: each ``synchronize()``
-        of a stream or an event gives the unused memory of its device's pool above it back;
-        None keeps all of it (the default), 0 returns everything the device has finished with.
-        ``rocmstreams.empty_cache()`` returns the cache at once.
+        Bytes each device's pool may reserve (in use included, as the runtimes count it)
+        before ``synchronize()`` of a stream or an event gives its unused memory back, down to
+        this; None keeps all freed memory cached (the default), 0 returns everything the
+        device has finished with. A device without runtime pools keeps its cache until
+        ``rocmstreams.empty_cache()`` (its free waits for the device), which returns the cache
+        at once anywhere.
     cpu_devices : int or None
         How many devices the cpu backend simulates (each with its own default streams, memory
         pool and current-device rules), so that multi-device code runs, and is checked, without
@@ -173,12 +175,14 @@ release_threshold: int | None = None
 
 
 def trim_pool(device: int) -> None:
-    """After a synchronize, with a release threshold set: give the memory of ``device``'s pool
-    above it back, as the runtimes' pools do inside their own synchronize calls (which
-    rocmstreams leaves out for a stream already idle)."""
+    """After a synchronize (and the runtime's own, which lets the runtime count the frees
+    before it as passed), with a release threshold set: give the unused memory of
+    ``device``'s pool back until it reserves no more than the threshold, as the runtimes'
+    pools do inside their own synchronize calls (which rocmstreams leaves out for a stream
+    already idle)."""
     threshold = release_threshold
     if threshold is not None:
-        backends.active().pool_trim(device, threshold)
+        backends.active().pool_trim_to(device, threshold)
 
 
 def _apply(new: Config) -> None:

@@ -83,7 +83,9 @@ if [ "${SUITES:-1}" = 0 ]; then  # SUITES=0: no suites (the model-based run and 
     for be in cuda hip; do
       echo "=== $EXTRA_TESTS on $be ==="
       env $([ $be = hip ] && echo "${hipenv[@]}") ROCMSTREAMS_BACKEND=$be timeout 200 python3 -m \
-        pytest -q -p no:cacheprovider -o timeout=90 -rfE --tb=short $EXTRA_TESTS 2>&1 | tail -n 15
+        pytest -q -p no:cacheprovider -o timeout=90 -rfE --tb=short $EXTRA_TESTS \
+        > "$out/extra_$be.log" 2>&1
+      echo "exit $?"; tail -n 15 "$out/extra_$be.log"
     done
   fi
 elif [ "${PER_FILE:-0}" = 1 ]; then  # one process per test file: a crash names its file
