@@ -81,6 +81,10 @@ SLOW_S = 0.003                     # a slow callback's sleep
 RUN_AHEAD_S = 0.005                # the pause before a latch is released (see _run_ahead)
 WAIT_S, GRACE_S = 15.0, 10.0       # a host wait past WAIT_S is stuck; past +GRACE_S, deadlocked
 #: (so a rule that queues bulk work waits for it: a backlog must not outlast WAIT_S)
+# The thread that races a close() queues this many callbacks at full speed, then one per
+# RACING_PACE_S: a GPU runtime's stream queue is bounded, and a stream held by a latch fills it,
+# after which the next launch blocks until the latch ends (and the close behind it with it)
+RACING_UNPACED, RACING_PACE_S = 200, 0.0002
 PICK = st.integers(0, 63)          # picks an object from a list that changes size: index mod len
 OPEN, CLOSED, DROPPED = "open", "closed", "dropped"
 OWNED = (NON_BLOCKING, BLOCKING)
@@ -923,6 +927,8 @@ class StreamsMachine(RuleBasedStateMachine):
                     failure.append(exc)
                     return
                 queued[0] += 1
+                if queued[0] > RACING_UNPACED:  # see RACING_UNPACED
+                    time.sleep(RACING_PACE_S)
 
         t = threading.Thread(target=queue, name="model: queue while closing", daemon=True)
         t.start()
