@@ -20,6 +20,8 @@ operation shows when it ran).
 Environment:
 
 - ``ROCMSTREAMS_MODEL_REPRODUCE=version:blob`` runs the one sequence a failure printed;
+- ``ROCMSTREAMS_MODEL_RACING_UNPACED`` (default 200): callbacks the thread racing a close()
+  queues before it paces itself (see RACING_UNPACED);
 - ``ROCMSTREAMS_MODEL_EXAMPLES`` (default 25) and ``ROCMSTREAMS_MODEL_STEPS`` (default 30):
   hypothesis examples and steps per example. The defaults keep the cpu backend in CI fast; the
   GPU runs set more.
@@ -83,8 +85,10 @@ WAIT_S, GRACE_S = 15.0, 10.0       # a host wait past WAIT_S is stuck; past +GRA
 #: (so a rule that queues bulk work waits for it: a backlog must not outlast WAIT_S)
 # The thread that races a close() queues this many callbacks at full speed, then one per
 # RACING_PACE_S: a GPU runtime's stream queue is bounded, and a stream held by a latch fills it,
-# after which the next launch blocks until the latch ends (and the close behind it with it)
-RACING_UNPACED, RACING_PACE_S = 200, 0.0002
+# after which the next launch blocks until the latch ends (and the close behind it with it);
+# ROCMSTREAMS_MODEL_RACING_UNPACED sets the count (e.g. 10**9: unpaced, as before)
+RACING_UNPACED = int(os.environ.get("ROCMSTREAMS_MODEL_RACING_UNPACED", "200"))
+RACING_PACE_S = 0.0002
 PICK = st.integers(0, 63)          # picks an object from a list that changes size: index mod len
 OPEN, CLOSED, DROPPED = "open", "closed", "dropped"
 OWNED = (NON_BLOCKING, BLOCKING)
