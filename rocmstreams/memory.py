@@ -17,6 +17,7 @@ import numpy as np
 
 from . import pinned, staging
 from .backends import PER_THREAD_STREAM, Backend, active
+from .backends.host_bytes import host_bytes
 from .core import lifetime
 from .core.arrays import ArrayInfo, byte_size, c_strides, describe, device_dtype, shape_of
 from .core.callbacks import refuse, running
@@ -746,20 +747,8 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: Any = np.float64, *,
     ordinal = check_device(device)
     lifetime.drain()
     block = _Block(pinned.take(nbytes, ordinal), nbytes, ordinal)
-    return np.asarray(_PinnedBuffer(block, nbytes)).view(dtype).reshape(shape)
-
-
-class _PinnedBuffer:
-    """The base of a :func:`pinned_empty` array: it exports the block's bytes to numpy (the
-    array interface, not a ctypes array: ctypes makes a new array type per length, about 6 us)
-    and keeps the block's lease alive while any array views them."""
-
-    __slots__ = ("__array_interface__", "_rocmstreams_block")
-
-    def __init__(self, block: _Block, nbytes: int) -> None:
-        self.__array_interface__ = {"data": (block.ptr, False), "shape": (nbytes,),
-                                    "typestr": "|u1", "version": 3}
-        self._rocmstreams_block = block
+    # the array's base keeps the lease (and says the memory is page-locked: _pinned_block)
+    return host_bytes(block.ptr, nbytes, block).view(dtype).reshape(shape)
 
 
 def _pinned_block(ary: np.ndarray) -> _Block | None:

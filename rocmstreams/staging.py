@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import ctypes
 import os
 import threading
 
@@ -41,6 +40,7 @@ import numpy as np
 
 from . import pinned
 from .backends import Backend, StreamCalls
+from .backends.host_bytes import host_bytes
 from .core.config import Config
 from .core.lifetime import Handle
 from .streamcore import wait_blocking
@@ -61,9 +61,7 @@ class _Buffer:
         self.block = pinned.take(nbytes, device)
         self.device = device
         self.nbytes = nbytes
-        # numpy's stubs leave out ctypes arrays (which export the buffer protocol)
-        self.view = np.frombuffer(  # type: ignore[call-overload]
-            (ctypes.c_byte * nbytes).from_address(self.block.ptr), np.uint8)
+        self.view = host_bytes(self.block.ptr, nbytes)
 
     @property
     def ptr(self) -> int:

@@ -47,6 +47,7 @@ from ..errors import (BackendUnavailableError, CaptureError, EventNotReadyError,
                       InvalidDeviceError, OutOfMemoryError, RocmStreamsError, SynchronizeError)
 from .base import LEGACY_STREAM, PER_THREAD_STREAM, KernelDriver
 from .holds import StreamHolds
+from .host_bytes import host_bytes
 
 # Status codes, numbered as hipError_t so that errors read the same on every backend.
 _SUCCESS, _OUT_OF_MEMORY, _INVALID_DEVICE, _INVALID_HANDLE, _NOT_READY, _LAUNCH_FAILURE = (
@@ -935,19 +936,8 @@ def _host_view(info: Any) -> np.ndarray:
     for n in shape:
         count *= n
     span = sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize if count else 0
-    raw = np.asarray(_HostSpan(info.address, max(span, 1))) if info.address else bytearray(1)
+    raw = host_bytes(info.address, max(span, 1)) if info.address else bytearray(1)
     return np.ndarray(shape, dtype, buffer=raw, strides=strides)
-
-
-class _HostSpan:
-    """``nbytes`` of host memory at ``address``, exported to numpy through the array interface
-    (a ctypes array would cost a new ctypes type per length, about 6 us a view)."""
-
-    __slots__ = ("__array_interface__",)
-
-    def __init__(self, address: int, nbytes: int) -> None:
-        self.__array_interface__ = {"data": (address, False), "shape": (nbytes,),
-                                    "typestr": "|u1", "version": 3}
 
 
 def _numba_cuda_in_gpu_mode() -> bool:
