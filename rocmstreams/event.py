@@ -154,11 +154,10 @@ class Event:
                               timeout, "Event.synchronize()", self._handle)
             if configuration.release_threshold is not None:  # Config.pool_release_threshold
                 be.event_synchronize(event)  # passed: the runtime sees the frees before it
+                configuration.trim_pool(self._device)
         finally:
             self._handle.leave()
         lifetime.drain()
-        if configuration.release_threshold is not None:
-            configuration.trim_pool(self._device)
 
     def __await__(self) -> Generator[Any, None, None]:
         """``await event``: wait for the work before the last record without blocking the

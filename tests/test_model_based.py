@@ -972,10 +972,7 @@ class StreamsMachine(RuleBasedStateMachine):
                                       f"it closed, {ran[0]} ran")
         for hold in self.holds:
             if not hold.gate.released:
-                raise self._violation(f"a latch ({self.model.nodes[hold.node]}) timed out "
-                                      "instead of being released: the sequence held it too "
-                                      "long for its checks to mean anything; the steps since "
-                                      "it was queued took:\n  " + self._times_since(hold.at))
+                raise self._timed_out(hold, "instead of being released")
         self.model.done = self.model.all_nodes()
 
     def _refuse_timed_out_latches(self, mask: int) -> None:
@@ -983,10 +980,14 @@ class StreamsMachine(RuleBasedStateMachine):
         check that it is busy means nothing): name it and where the sequence spent its time."""
         for hold in self.holds:
             if not hold.released and mask >> hold.node & 1 and hold.gate.timed_out:
-                raise self._violation(f"a latch ({self.model.nodes[hold.node]}) timed out while "
-                                      "held: the sequence held it too long for its checks to "
-                                      "mean anything; the steps since it was queued took:\n  " +
-                                      self._times_since(hold.at))
+                raise self._timed_out(hold, "while held")
+
+    def _timed_out(self, hold: Hold, how: str) -> ModelViolation:
+        """The violation of a latch that ended by its poll bound, ``how`` (while held, instead
+        of being released), with where the sequence spent its time since it was queued."""
+        return self._violation(f"a latch ({self.model.nodes[hold.node]}) timed out {how}: the "
+                               "sequence held it too long for its checks to mean anything; the "
+                               "steps since it was queued took:\n  " + self._times_since(hold.at))
 
     def _times_since(self, at: float) -> str:
         """The rules run since ``at`` (a latch's queueing), each with the seconds it took: where

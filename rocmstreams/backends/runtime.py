@@ -635,10 +635,8 @@ class RuntimeBackend:
         self._cache_bytes.setdefault(device, [0, 0, 0])[2] += size
 
     def pool_trim(self, device: int) -> None:
-        pool = self._pools.get(device)
-        if pool is not None:
-            self._check(self._call("MemPoolTrimTo", pool, 0), RocmStreamsError,
-                        f"could not trim the memory pool of device {device}")
+        if self._pools.get(device) is not None:
+            self.pool_trim_to(device, 0)
             return
         usage = self._cache_bytes.setdefault(device, [0, 0, 0])
         for key in [k for k in list(self._cache) if k[0] == device]:
